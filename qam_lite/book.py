@@ -37,7 +37,9 @@ def pick(full, fast):
 
 def colab_badge(chapter: str) -> str:
     """Markdown badge opening ``book/<chapter>.ipynb`` in Colab."""
-    url = f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/book/{chapter}.ipynb"
+    url = (
+        f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/book/{chapter}.ipynb"
+    )
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
@@ -52,7 +54,7 @@ def chapters() -> list[Path]:
 
 
 def sync_chapter_text(text: str, chapter: str) -> str:
-    """Rewrite the Colab badge and install line of one chapter's markdown from :data:`REPOSITORY`."""
+    """Rewrite one chapter's Colab badge and install line from :data:`REPOSITORY`."""
     text = _BADGE.sub(lambda _: colab_badge(chapter), text)
     return _INSTALL.sub(lambda _: colab_install(), text)
 
@@ -77,7 +79,7 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
 
 
 def execute_chapter(md: Path, out_dir: Path, *, timeout: int = 1800) -> float:
-    """Run one chapter in a fresh kernel (cwd ``book/``); save the executed notebook; return seconds.
+    """Run one chapter in a fresh kernel (cwd ``book/``), save it executed; return seconds.
 
     Raises ``nbclient.exceptions.CellExecutionError`` naming the failing cell on any error.
     """
@@ -86,7 +88,11 @@ def execute_chapter(md: Path, out_dir: Path, *, timeout: int = 1800) -> float:
     from nbclient import NotebookClient
 
     nb = jupytext.read(md, fmt="md:myst")
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     start = time.perf_counter()
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}

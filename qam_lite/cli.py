@@ -24,13 +24,18 @@ def _book(args: argparse.Namespace) -> None:
         return
     try:
         rows = book.build(
-            Path(args.out), quick_mode=args.quick, only=args.only, force=args.force,
+            Path(args.out),
+            quick_mode=args.quick,
+            only=args.only,
+            force=args.force,
             site=not args.no_site,
         )
     except ValueError as err:
         raise UserError(str(err)) from err
     total = sum(secs for _, secs in rows)
-    print(f"book: {len(rows)} chapter(s) executed in {total:.0f} s -> {Path(args.out) / 'index.html'}")
+    print(
+        f"book: {len(rows)} chapter(s) executed in {total:.0f} s -> {Path(args.out) / 'index.html'}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,9 +30,7 @@ class MLP(nnx.Module):
         self.hidden = nnx.List(
             [nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)]
         )
-        self.norms = nnx.List(
-            [nnx.LayerNorm(b, rngs=rngs) for b in hidden] if layer_norm else []
-        )
+        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in hidden] if layer_norm else [])
         self.out = nnx.Linear(dims[-1], out_dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

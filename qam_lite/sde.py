@@ -1,9 +1,9 @@
 """The memoryless SDE of the linear flow path (the sampler adjoint matching trains on).
 
-With ``sigma(t)^2 = 2 (1 - t) / t`` the SDE ``dx = (2 v(x, t) - x / t) dt + sigma(t) dW`` has the same
-marginals as the flow ODE and makes ``x_1`` independent of ``x_0``; that independence is what turns
-the fine-tuning problem into an exact tilt ``pi_beta exp(tau Q)``. Times are shifted by ``h`` so that
-``t = 0`` stays finite, as in the published implementation.
+With ``sigma(t)^2 = 2 (1 - t) / t`` the SDE ``dx = (2 v(x, t) - x / t) dt + sigma(t) dW`` has
+the same marginals as the flow ODE and makes ``x_1`` independent of ``x_0``; that independence is
+what turns the fine-tuning problem into an exact tilt ``pi_beta exp(tau Q)``. Times are shifted by
+``h`` so that ``t = 0`` stays finite, as in the published implementation.
 """
 
 from __future__ import annotations
