@@ -42,7 +42,9 @@ def lean_adjoint(
     def back_step(a_next, inputs):
         x, t = inputs
         s = t + h
-        _, vjp = jax.vjp(lambda y: memoryless_drift(base_velocity(y, s), y, s, h), x)
+        # The field is read at t_i + h; memoryless_drift adds h to its time itself, so it gets
+        # t_i: the drift is 2 f(x, t_i + h) - x / (t_i + h), as in the published code.
+        _, vjp = jax.vjp(lambda y: memoryless_drift(base_velocity(y, s), y, t, h), x)
         a = a_next + h * vjp(a_next)[0]
         return a, a
 

@@ -80,13 +80,13 @@ class CriticEnsemble(nnx.Module):
         self.members = make(rngs)
 
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """``obs (..., obs_dim)`` (broadcast to ``action``), ``action (..., d)`` -> ``(K, ...)``."""
+        obs = jnp.broadcast_to(obs, (*action.shape[:-1], obs.shape[-1]))
         x = jnp.concatenate([obs, action], axis=-1)
-
-        @nnx.vmap(in_axes=(0, None), out_axes=0)
-        def apply(member: MLP, x: jax.Array) -> jax.Array:
-            return member(x)[..., 0]
-
-        return apply(self.members, x)
+        # A plain jax.vmap over the members' stacked parameters (not nnx.vmap): it stays pure when
+        # the parameters are tracers of an outer transform, e.g. a target critic inside jax.grad.
+        graphdef, members = nnx.split(self.members)
+        return jax.vmap(lambda p: nnx.merge(graphdef, p)(x)[..., 0])(members)
 
 
 def pure(module: nnx.Module) -> tuple[Callable, nnx.State]:

@@ -1,0 +1,308 @@
+"""Every hyperparameter of a run in one frozen dataclass, with the paper's per-domain settings.
+
+CleanRL style: :class:`Config` is the single place a run's knobs live; the agents, the training
+loop, the logs and the checkpoints all read the same object. :func:`make_config` fills in the
+domain's settings from :data:`DOMAINS` (the authors' public configuration, DESIGN.md "Per-domain
+settings") and then applies overrides; :func:`parse_overrides` turns ``key=value`` strings from the
+command line into typed values; :func:`validate` rejects bad values with a message that names the
+field, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from qam_lite.tasks import TaskError, parse_task
+
+AGENTS = ("qam", "bc", "fql", "bam")
+
+
+class ConfigError(ValueError):
+    """A bad hyperparameter: the message names the field, the value and the accepted values."""
+
+
+class DomainSettings(NamedTuple):
+    """The per-domain hyperparameters that differ between OGBench domains."""
+
+    horizon: int  # action-chunk length H
+    gamma: float
+    rho: float  # pessimism: subtract rho * ensemble std in the critic target
+    tau: float  # QAM inverse temperature
+    alpha: float  # FQL distillation weight
+    sparse_reward: bool
+
+
+#: The paper's settings (authors' public configuration), keyed by domain.
+DOMAINS: dict[str, DomainSettings] = {
+    "antmaze-large-navigate": DomainSettings(1, 0.99, 0.5, 10.0, 3.0, False),
+    "antmaze-giant-navigate": DomainSettings(1, 0.995, 0.5, 3.0, 3.0, False),
+    "humanoidmaze-medium-navigate": DomainSettings(1, 0.995, 0.0, 3.0, 30.0, False),
+    "humanoidmaze-large-navigate": DomainSettings(1, 0.995, 0.0, 3.0, 30.0, False),
+    "cube-double-play": DomainSettings(5, 0.99, 0.5, 1.0, 300.0, False),
+    "cube-triple-play": DomainSettings(5, 0.99, 0.5, 3.0, 30.0, False),
+    "cube-quadruple-play": DomainSettings(5, 0.99, 0.5, 1.0, 100.0, False),
+    "scene-play": DomainSettings(5, 0.99, 0.5, 1.0, 300.0, True),
+    "puzzle-3x3-play": DomainSettings(5, 0.99, 0.5, 3.0, 300.0, True),
+    "puzzle-4x4-play": DomainSettings(5, 0.99, 0.5, 30.0, 1.0, True),
+}
+
+#: Settings for the locally generable domains the paper did not run (``cube-single-play``,
+#: ``pointmaze-*-navigate``): NOT paper settings, just the closest paper domain's values
+#: (cube-double for cube-single, antmaze-large for the point mazes) so small CPU tasks run.
+EXTRA_DOMAINS: dict[str, DomainSettings] = {
+    "cube-single-play": DOMAINS["cube-double-play"],
+    "pointmaze-medium-navigate": DOMAINS["antmaze-large-navigate"],
+    "pointmaze-large-navigate": DOMAINS["antmaze-large-navigate"],
+    "pointmaze-giant-navigate": DOMAINS["antmaze-large-navigate"],
+    "pointmaze-teleport-navigate": DOMAINS["antmaze-large-navigate"],
+}
+
+
+def domain_settings(task: str) -> DomainSettings:
+    """The paper's :class:`DomainSettings` for ``task``'s domain (see :data:`EXTRA_DOMAINS`).
+
+    ``task`` is any name :func:`qam_lite.tasks.parse_task` accepts; the sparse-reward flag follows
+    the task's reward convention.
+    """
+    try:
+        parsed = parse_task(task)
+    except TaskError as err:
+        raise ConfigError(f"task={task!r}: {err}") from None
+    table = {**DOMAINS, **EXTRA_DOMAINS}
+    if parsed.domain not in table:
+        raise ConfigError(
+            f"task={task!r}: no hyperparameters for domain {parsed.domain!r}; accepted domains: "
+            f"{', '.join(table)}"
+        )
+    return table[parsed.domain]._replace(sparse_reward=parsed.reward == "sparse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """All hyperparameters of one run. Defaults are the paper's (cube-double-play settings)."""
+
+    # What to run.
+    agent: str = "qam"  # 'qam' | 'bc' | 'fql' | 'bam'
+    task: str = "cube-double-play-singletask-task2-v0"
+    # Per-domain (filled from DOMAINS by make_config).
+    horizon: int = 5  # action-chunk length H; the policy outputs H * action_dim numbers
+    gamma: float = 0.99
+    rho: float = 0.5
+    tau: float = 1.0  # QAM / BAM inverse temperature; 0 = behaviour cloning
+    alpha: float = 300.0  # FQL distillation weight
+    sparse_reward: bool = False  # r' = -1[r != 0] (puzzle and scene)
+    # Networks and sampling.
+    num_critics: int = 10
+    flow_steps: int = 10  # Euler / SDE steps T
+    actor_hidden: tuple[int, ...] = (512, 512, 512, 512)
+    critic_hidden: tuple[int, ...] = (512, 512, 512, 512)
+    # Optimisation.
+    batch_size: int = 256
+    lr: float = 3e-4
+    grad_clip: float = 1.0  # global gradient-norm clip over all networks
+    polyak: float = 0.005  # target-network rate
+    action_clip: float = 1.0 - 1e-5  # dataset actions clipped to +-action_clip
+    normalize_q_loss: bool = True  # FQL: divide the Q term by mean |Q| (as the published FQL)
+    # Schedule.
+    offline_steps: int = 1_000_000
+    online_steps: int = 0
+    online_buffer_size: int = 1_000_000  # replay capacity for online transitions
+    eval_interval: int = 50_000
+    eval_episodes: int = 50
+    updates_per_call: int = 1000  # gradient steps fused into one compiled call (lax.scan)
+    log_interval: int = 5_000
+    checkpoint_interval: int = 50_000
+    # Seeds and data.
+    seed: int = 0
+    num_seeds: int = 1  # independent seeds vmapped on one device
+    dataset_dir: str | None = None  # None -> OGBench's default (~/.ogbench/data)
+    download: bool = False  # allow OGBench to download a missing dataset
+
+    @property
+    def domain(self) -> str:
+        """The task's OGBench domain, e.g. ``'cube-double-play'``."""
+        return parse_task(self.task).domain
+
+    def replace(self, **changes: Any) -> Config:
+        """A validated copy with ``changes`` applied."""
+        _check_keys(changes)
+        return validate(dataclasses.replace(self, **changes))
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+def _suggest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_keys(keys: Iterable[str]) -> None:
+    for key in keys:
+        if key not in FIELDS:
+            raise ConfigError(
+                f"unknown hyperparameter {key!r}{_suggest(key, FIELDS)} "
+                f"(accepted: {', '.join(FIELDS)})"
+            )
+
+
+def make_config(task: str, agent: str = "qam", **overrides: Any) -> Config:
+    """The config for ``task``: domain settings from :data:`DOMAINS`, then ``overrides``.
+
+    >>> make_config("puzzle-3x3-play-singletask-task1-v0", tau=10).tau
+    10
+    """
+    _check_keys(overrides)
+    base = domain_settings(task)._asdict()
+    return validate(Config(agent=agent, task=parse_task(task).name, **{**base, **overrides}))
+
+
+def _err(name: str, value: Any, accepted: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is invalid; accepted: {accepted}")
+
+
+def validate(config: Config) -> Config:
+    """Return ``config`` unchanged if every field is valid, else raise :class:`ConfigError`."""
+    c = config
+    if c.agent not in AGENTS:
+        raise ConfigError(
+            f"agent={c.agent!r} is unknown; accepted: {', '.join(AGENTS)}"
+            + _suggest(c.agent, AGENTS)
+        )
+    if not isinstance(c.task, str) or not c.task:
+        raise _err(
+            "task", c.task, "an OGBench task name, e.g. 'cube-double-play-singletask-task2-v0'"
+        )
+    domain_settings(c.task)
+    positive_ints = (
+        "horizon",
+        "num_critics",
+        "flow_steps",
+        "batch_size",
+        "eval_episodes",
+        "updates_per_call",
+        "num_seeds",
+        "log_interval",
+        "checkpoint_interval",
+        "eval_interval",
+        "online_buffer_size",
+    )
+    for name in positive_ints:
+        value = getattr(c, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _err(name, value, "an integer >= 1")
+    for name in ("offline_steps", "online_steps", "seed"):
+        value = getattr(c, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _err(name, value, "an integer >= 0")
+    if c.offline_steps + c.online_steps == 0:
+        raise _err("offline_steps", c.offline_steps, "offline_steps + online_steps >= 1")
+    for name in ("actor_hidden", "critic_hidden"):
+        value = getattr(c, name)
+        if (
+            not isinstance(value, tuple)
+            or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+        ):
+            raise _err(name, value, "a non-empty tuple of layer widths >= 1, e.g. (512, 512)")
+    if c.num_critics < 2 and c.rho != 0:
+        # The ensemble std is undefined for one critic.
+        raise _err("num_critics", c.num_critics, ">= 2 when rho != 0 (rho uses the ensemble std)")
+
+    def real_in(name: str, lo: float, hi: float, lo_open: bool, hi_open: bool, text: str) -> None:
+        value = getattr(c, name)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok:
+            ok = (value > lo if lo_open else value >= lo) and (
+                value < hi if hi_open else value <= hi
+            )
+        if not ok:
+            raise _err(name, value, text)
+
+    inf = float("inf")
+    real_in("gamma", 0.0, 1.0, True, True, "a number in (0, 1)")
+    real_in("tau", 0.0, inf, False, True, "a number >= 0 (0 = behaviour cloning)")
+    real_in("rho", 0.0, inf, False, True, "a number >= 0")
+    real_in("alpha", 0.0, inf, False, True, "a number >= 0")
+    real_in("lr", 0.0, inf, True, True, "a number > 0")
+    real_in("grad_clip", 0.0, inf, True, True, "a number > 0")
+    real_in("polyak", 0.0, 1.0, True, False, "a number in (0, 1]")
+    real_in("action_clip", 0.0, 1.0, True, False, "a number in (0, 1]")
+    for name in ("sparse_reward", "download", "normalize_q_loss"):
+        if not isinstance(getattr(c, name), bool):
+            raise _err(name, getattr(c, name), "true or false")
+    if c.dataset_dir is not None and not isinstance(c.dataset_dir, str):
+        raise _err("dataset_dir", c.dataset_dir, "a folder path or none")
+    return c
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_value(name: str, text: str) -> Any:
+    """Convert ``text`` to the type of field ``name``."""
+    hint = _HINTS[name]
+    text = text.strip()
+    try:
+        if hint is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if hint is int:
+            return int(text.replace("_", ""))
+        if hint is float:
+            return float(text)
+        if hint is str:
+            return text
+        if typing.get_origin(hint) is tuple:
+            parts = [p for p in re.split(r"[,x ]+", text.strip("()[] ")) if p]
+            return tuple(int(p) for p in parts)
+        if isinstance(hint, types.UnionType):  # str | None
+            return None if text.lower() in {"none", "null", ""} else text
+    except ValueError:
+        pass
+    kind = {bool: "true/false", int: "an integer", float: "a number"}.get(
+        hint, "comma-separated integers, e.g. 512,512"
+    )
+    raise ConfigError(f"{name}={text!r} cannot be parsed; accepted: {kind}")
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["tau=3", "actor_hidden=256,256", "sparse_reward=true"]`` -> typed dict.
+
+    Unknown keys raise :class:`ConfigError` with the closest field name; values are typed from
+    the :class:`Config` field annotations (ranges are checked later by :func:`validate`).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. tau=3)")
+        key, text = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        _check_keys([key])
+        out[key] = _parse_value(key, text)
+    return out
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """JSON-ready dict (tuples become lists)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Inverse of :func:`to_dict`; unknown keys raise :class:`ConfigError`."""
+    _check_keys(data)
+    values = {k: tuple(v) if typing.get_origin(_HINTS[k]) is tuple else v for k, v in data.items()}
+    return validate(Config(**values))

@@ -1,0 +1,166 @@
+"""Run logs: append-only CSV tables, atomic JSON files, provenance, and the learning-curve figure.
+
+A run folder holds ``metrics.csv`` (training losses and Q statistics), ``eval.csv`` (success rate
+per evaluation), ``config.json``, ``provenance.json`` and ``curve.png``. On resume the CSVs are cut
+back to the checkpoint's step (:func:`truncate_csv`) so no row is ever written twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from qam_lite.checkpoint import atomic_write_bytes
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append ``rows`` to a CSV file, writing the header (the first row's keys) if it is new.
+
+    Columns are fixed by the header: keys a later row lacks are left empty, new keys are dropped.
+    """
+    if not rows:
+        return
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    if new:
+        fields = list(rows[0])
+    else:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f))
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """All rows of a CSV file as dicts of strings (empty list if the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def truncate_csv(path: str | Path, step: int) -> int:
+    """Drop rows whose ``step`` column exceeds ``step`` (atomically); return rows kept."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        keep = [row for row in reader if int(float(row["step"])) <= step]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(keep)
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return len(keep)
+
+
+def git_commit(root: str | Path | None = None) -> str | None:
+    """The repository's ``HEAD`` commit (with ``+dirty`` if the tree has changes), or None."""
+    root = Path(root) if root else Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = "+dirty" if status.returncode == 0 and status.stdout.strip() else ""
+        return commit.stdout.strip() + dirty
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Where a result came from: command, commit, device, versions, date, plus ``extra``."""
+    import jax
+
+    from qam_lite import __version__
+
+    device = jax.devices()[0]
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None,
+        "git_commit": git_commit(),
+        "qam_lite_version": __version__,
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def plot_curve(eval_csv: str | Path, out_png: str | Path, *, title: str = "") -> Path | None:
+    """Success rate (%) against step: a thin line per seed and their mean; None if no rows."""
+    rows = read_rows(eval_csv)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from qam_lite.plotting import COLORS, subplots
+
+    per_seed: dict[int, list[tuple[int, float]]] = {}
+    for row in rows:
+        per_seed.setdefault(int(row["seed"]), []).append(
+            (int(row["step"]), 100.0 * float(row["success_rate"]))
+        )
+    fig, ax = subplots(1, 1, width=5.5, height=3.5)
+    colors = list(COLORS.values())
+    steps_all: dict[int, list[float]] = {}
+    for i, (seed, points) in enumerate(sorted(per_seed.items())):
+        points.sort()
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, lw=1, alpha=0.5, color=colors[i % len(colors)], label=f"seed {seed}")
+        for x, y in points:
+            steps_all.setdefault(x, []).append(y)
+    xs = sorted(steps_all)
+    mean = [sum(steps_all[x]) / len(steps_all[x]) for x in xs]
+    ax.plot(xs, mean, lw=2.5, color="black", marker="o", ms=3, label="mean")
+    ax.set_xlabel("step (gradient updates)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-3, 103)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(Path(out_png), buf.getvalue())
+    return Path(out_png)

@@ -1,0 +1,131 @@
+"""Config: the paper's per-domain table, overrides, validation messages, parsing, round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qam_lite.config import (
+    DOMAINS,
+    Config,
+    ConfigError,
+    from_dict,
+    make_config,
+    parse_overrides,
+    to_dict,
+)
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        # (H, gamma, rho, tau, alpha, sparse) straight from DESIGN.md's table.
+        ("antmaze-large-navigate-singletask-task1-v0", (1, 0.99, 0.5, 10, 3, False)),
+        ("antmaze-giant-navigate-singletask-task5-v0", (1, 0.995, 0.5, 3, 3, False)),
+        ("humanoidmaze-medium-navigate-singletask-task2-v0", (1, 0.995, 0.0, 3, 30, False)),
+        ("cube-double-play-singletask-task2-v0", (5, 0.99, 0.5, 1, 300, False)),
+        ("cube-triple-play-singletask-task3-v0", (5, 0.99, 0.5, 3, 30, False)),
+        ("scene-play-singletask-task1-v0", (5, 0.99, 0.5, 1, 300, True)),
+        ("puzzle-4x4-play-singletask-task4-v0", (5, 0.99, 0.5, 30, 1, True)),
+        ("puzzle-3x3", (5, 0.99, 0.5, 3, 300, True)),  # short form
+    ],
+)
+def test_domain_defaults_follow_the_paper_table(task, expected):
+    c = make_config(task)
+    assert (c.horizon, c.gamma, c.rho, c.tau, c.alpha, c.sparse_reward) == expected
+    assert c.task.endswith("-v0") and "singletask" in c.task  # canonical name stored
+
+
+def test_every_paper_domain_has_settings_and_shared_defaults():
+    assert len(DOMAINS) == 10
+    c = make_config("cube-quadruple-play-singletask-task1-v0", agent="fql")
+    assert (c.num_critics, c.flow_steps, c.batch_size, c.lr, c.grad_clip, c.polyak) == (
+        10,
+        10,
+        256,
+        3e-4,
+        1.0,
+        0.005,
+    )
+    assert c.actor_hidden == c.critic_hidden == (512, 512, 512, 512)
+    assert c.agent == "fql" and c.domain == "cube-quadruple-play"
+
+
+def test_overrides_win_over_domain_defaults():
+    c = make_config("scene-play-singletask-task2-v0", tau=7.5, horizon=2, sparse_reward=False)
+    assert (c.tau, c.horizon, c.sparse_reward, c.gamma) == (7.5, 2, False, 0.99)
+    assert c.replace(seed=3).seed == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"tau": -1.0}, ["tau=-1.0", ">= 0"]),
+        ({"gamma": 1.0}, ["gamma=1.0", "(0, 1)"]),
+        ({"batch_size": 0}, ["batch_size=0", ">= 1"]),
+        ({"actor_hidden": ()}, ["actor_hidden", "non-empty tuple"]),
+        ({"polyak": 0.0}, ["polyak", "(0, 1]"]),
+        ({"sparse_reward": "yes"}, ["sparse_reward", "true or false"]),
+        ({"num_critics": 1}, ["num_critics=1", "rho"]),
+    ],
+)
+def test_validation_names_field_value_and_accepted_range(overrides, words):
+    with pytest.raises(ConfigError) as err:
+        make_config("cube-double-play-singletask-task1-v0", **overrides)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_names_get_a_close_match():
+    with pytest.raises(ConfigError, match="did you mean 'qam'"):
+        make_config("cube-double-play", agent="qma")
+    with pytest.raises(ConfigError, match="did you mean 'flow_steps'"):
+        make_config("cube-double-play", flow_step=4)
+    with pytest.raises(ConfigError, match="unknown task"):
+        make_config("cube-dubble-play-singletask-task1-v0")
+    make_config("cube-double-play", agent="bc", num_critics=1, rho=0.0)  # rho=0 allows K=1
+
+
+def test_parse_overrides_types_from_the_dataclass():
+    got = parse_overrides(
+        [
+            "tau=3",
+            "actor_hidden=256,256",
+            "sparse_reward=true",
+            "offline_steps=1_000",
+            "dataset_dir=none",
+            "task=scene-play",
+            "download=0",
+            "lr=1e-3",
+        ]
+    )
+    assert got == {
+        "tau": 3.0,
+        "actor_hidden": (256, 256),
+        "sparse_reward": True,
+        "offline_steps": 1000,
+        "dataset_dir": None,
+        "task": "scene-play",
+        "download": False,
+        "lr": 1e-3,
+    }
+    assert isinstance(got["tau"], float) and isinstance(got["offline_steps"], int)
+    with pytest.raises(ConfigError, match="did you mean 'horizon'"):
+        parse_overrides(["horizn=2"])
+    with pytest.raises(ConfigError, match="sparse_reward='maybe'.*true/false"):
+        parse_overrides(["sparse_reward=maybe"])
+    with pytest.raises(ConfigError, match="batch_size='big'.*integer"):
+        parse_overrides(["batch_size=big"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["tau"])
+
+
+def test_to_dict_from_dict_round_trip_through_json():
+    c = make_config("puzzle-3x3-play-singletask-task4-v0", agent="bam", actor_hidden=(64, 32))
+    d = json.loads(json.dumps(to_dict(c)))
+    assert d["actor_hidden"] == [64, 32]
+    assert from_dict(d) == c
+    with pytest.raises(ConfigError, match="unknown hyperparameter"):
+        from_dict({**d, "bogus": 1})
+    assert Config() == from_dict(to_dict(Config()))
