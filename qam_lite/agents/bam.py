@@ -21,17 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from qam_lite.agents.common import (
-    Agent,
-    bc_flow_loss,
-    conditioned,
-    critic_update_terms,
-    flow_actions,
-    make_init,
-    make_optimizer,
-    make_update,
-)
-from qam_lite.agents.qam import make_networks
+from qam_lite.agents.common import Agent, conditioned
+from qam_lite.agents.qam import make_qam
 from qam_lite.config import Config
 from qam_lite.sde import memoryless_sample, memoryless_sigma
 
@@ -56,41 +47,5 @@ def bptt_terms(networks, params, targets, obs, key, config: Config, chunk_dim: i
 
 
 def make_bam(config: Config, obs_dim: int, action_dim: int) -> Agent:
-    """The BAM :class:`~qam_lite.agents.common.Agent` (same state layout as QAM)."""
-    chunk_dim = config.horizon * action_dim
-    networks = make_networks(config, obs_dim, chunk_dim)
-    optimizer = make_optimizer(config)
-
-    def loss_fn(params, targets, batch, key):
-        k_bc, k_next, k_actor = jax.random.split(key, 3)
-        bc = bc_flow_loss(networks.apply["bc_flow"], params["bc_flow"], batch, k_bc, action_dim)
-        next_actions = flow_actions(
-            networks.apply["actor"],
-            jax.lax.stop_gradient(params["actor"]),
-            batch["next_observations"],
-            k_next,
-            chunk_dim,
-            config.flow_steps,
-        )
-        critic, metrics = critic_update_terms(
-            networks.apply["critic"], params, targets, batch, next_actions, config
-        )
-        actor, actor_metrics = bptt_terms(
-            networks, params, targets, batch["observations"], k_actor, config, chunk_dim
-        )
-        return critic + bc + actor, {**metrics, **actor_metrics, "bc_loss": bc}
-
-    def act(state, obs, key):
-        return flow_actions(
-            networks.apply["actor"], state.params["actor"], obs, key, chunk_dim, config.flow_steps
-        )
-
-    return Agent(
-        init=make_init(networks, optimizer, ("critic", "bc_flow")),
-        update=make_update(loss_fn, optimizer, config.polyak, config.action_clip),
-        act=act,
-        config=config,
-        obs_dim=obs_dim,
-        action_dim=action_dim,
-        chunk_dim=chunk_dim,
-    )
+    """The BAM :class:`~qam_lite.agents.common.Agent`: QAM with :func:`bptt_terms` as actor loss."""
+    return make_qam(config, obs_dim, action_dim, actor_terms=bptt_terms)

@@ -87,8 +87,14 @@ def adjoint_terms(networks: Networks, params, targets, obs, key, config: Config,
     return loss, metrics
 
 
-def make_loss(config: Config, networks: Networks, action_dim: int, chunk_dim: int):
-    """``loss(params, targets, batch, key) -> (critic + bc + am, metrics)``."""
+def make_loss(
+    config: Config, networks: Networks, action_dim: int, chunk_dim: int, actor_terms=adjoint_terms
+):
+    """``loss(params, targets, batch, key) -> (critic + bc + actor, metrics)``.
+
+    ``actor_terms`` is the policy objective: :func:`adjoint_terms` for QAM; the BAM ablation
+    passes its back-propagation-through-time objective and shares everything else.
+    """
 
     def loss_fn(params, targets, batch, key):
         k_bc, k_next, k_actor = jax.random.split(key, 3)
@@ -104,16 +110,16 @@ def make_loss(config: Config, networks: Networks, action_dim: int, chunk_dim: in
         critic, metrics = critic_update_terms(
             networks.apply["critic"], params, targets, batch, next_actions, config
         )
-        am, actor_metrics = adjoint_terms(
+        actor, actor_metrics = actor_terms(
             networks, params, targets, batch["observations"], k_actor, config, chunk_dim
         )
-        return critic + bc + am, {**metrics, **actor_metrics, "bc_loss": bc}
+        return critic + bc + actor, {**metrics, **actor_metrics, "bc_loss": bc}
 
     return loss_fn
 
 
-def make_qam(config: Config, obs_dim: int, action_dim: int) -> Agent:
-    """The QAM :class:`~qam_lite.agents.common.Agent` for ``config``."""
+def make_qam(config: Config, obs_dim: int, action_dim: int, actor_terms=adjoint_terms) -> Agent:
+    """The QAM :class:`~qam_lite.agents.common.Agent` for ``config`` (see :func:`make_loss`)."""
     chunk_dim = config.horizon * action_dim
     networks = make_networks(config, obs_dim, chunk_dim)
     optimizer = make_optimizer(config)
@@ -126,7 +132,7 @@ def make_qam(config: Config, obs_dim: int, action_dim: int) -> Agent:
     return Agent(
         init=make_init(networks, optimizer, ("critic", "bc_flow")),
         update=make_update(
-            make_loss(config, networks, action_dim, chunk_dim),
+            make_loss(config, networks, action_dim, chunk_dim, actor_terms),
             optimizer,
             config.polyak,
             config.action_clip,
