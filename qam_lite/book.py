@@ -53,10 +53,52 @@ def chapters() -> list[Path]:
     return sorted(BOOK_DIR.glob("[0-9][0-9]_*.md"))
 
 
+def object_markers(source: str, name: str) -> tuple[str, str | None]:
+    """``(start_at, end_before)`` line markers that cut top-level ``name`` out of ``source``.
+
+    MyST's ``literalinclude`` has no Sphinx-style ``:pyobject:``; it selects lines between a
+    ``:start-at:`` and an ``:end-before:`` text. The end marker is the first line of the next
+    top-level statement (``None`` when ``name`` is the file's last one).
+    """
+    import ast
+
+    body = ast.parse(source).body
+    lines = source.splitlines()
+    for i, node in enumerate(body):
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
+            start = lines[node.lineno - 1].strip()
+            if i + 1 == len(body):
+                return start, None
+            following = body[i + 1]
+            first = min(
+                [following.lineno] + [d.lineno for d in getattr(following, "decorator_list", [])]
+            )
+            return start, lines[first - 1].strip()
+    raise ValueError(f"no top-level function or class {name!r}")
+
+
+_INCLUDE = re.compile(r"```\{literalinclude\} (?P<path>\S+)\n(?P<opts>(?::[^\n]*\n)*)")
+_OBJECT = re.compile(r"^:(?:pyobject: (?P<name>\w+)|start-at: (?:def|class) (?P<start>\w+)\b.*)$")
+
+
+def _sync_include(match: re.Match) -> str:
+    """One ``literalinclude`` of a named object, its markers recomputed from the current source."""
+    opts = match["opts"].splitlines()
+    names = [m["name"] or m["start"] for m in map(_OBJECT.match, opts) if m]
+    if not names:
+        return match[0]
+    start, end = object_markers((BOOK_DIR / match["path"]).read_text(), names[0])
+    kept = [o for o in opts if not o.startswith((":pyobject:", ":start-at:", ":end-before:"))]
+    markers = [f":start-at: {start}"] + ([f":end-before: {end}"] if end else [])
+    return f"```{{literalinclude}} {match['path']}\n" + "".join(f"{o}\n" for o in markers + kept)
+
+
 def sync_chapter_text(text: str, chapter: str) -> str:
-    """Rewrite one chapter's Colab badge and install line from :data:`REPOSITORY`."""
+    """Rewrite one chapter's Colab badge and install line from :data:`REPOSITORY`, and the line
+    markers of its ``literalinclude`` blocks from the library's current source."""
     text = _BADGE.sub(lambda _: colab_badge(chapter), text)
-    return _INSTALL.sub(lambda _: colab_install(), text)
+    text = _INSTALL.sub(lambda _: colab_install(), text)
+    return _INCLUDE.sub(_sync_include, text)
 
 
 def sync(paths: list[Path] | None = None) -> list[Path]:
@@ -177,11 +219,16 @@ def build(
 
 def _build_site() -> None:
     """Try the Jupyter Book 2 HTML site; its theme is downloaded, so offline this only reports."""
+    import shutil
     import subprocess
+    import sys
 
+    # The venv's own jupyter, found beside this Python even when the venv is not activated.
+    beside = Path(sys.executable).with_name("jupyter")
+    jupyter = str(beside) if beside.exists() else shutil.which("jupyter") or "jupyter"
     try:
         proc = subprocess.run(
-            ["jupyter", "book", "build", "--html", "--ci"],
+            [jupyter, "book", "build", "--html", "--ci"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -193,8 +240,10 @@ def _build_site() -> None:
     if proc.returncode == 0:
         print(f"Jupyter Book site: {ROOT / '_build' / 'html' / 'index.html'}")
     else:
-        last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        lines = (proc.stderr + proc.stdout).strip().splitlines() or ["(no output)"]
+        # The line that says why (e.g. the failed theme request), not myst's closing hints.
+        why = next((line for line in lines if "fail" in line.lower()), lines[-1])
         print(
             "Jupyter Book site not built (it downloads its HTML theme; offline that fails): "
-            f"{last[0]}\nThe executed chapters are complete without it."
+            f"{why.strip()}\nThe executed chapters are complete without it."
         )

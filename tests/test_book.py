@@ -49,3 +49,26 @@ def test_chapter_executes_in_quick_mode(md, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     book.execute_chapter(md, tmp_path, timeout=900)
     assert (tmp_path / f"{md.stem}.ipynb").exists()
+
+
+def _select(lines, start_at, end_before):
+    """MyST's literalinclude selection: from the line holding start_at to before end_before."""
+    first = next(i for i, line in enumerate(lines) if start_at in line)
+    rest = range(first + 1, len(lines))
+    last = next((i for i in rest if end_before and end_before in lines[i]), len(lines))
+    return "\n".join(lines[first:last])
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_literalincludes_cut_exactly_one_object(md):
+    import ast
+
+    for match in book._INCLUDE.finditer(md.read_text()):
+        opts = dict(o[1:].split(": ", 1) for o in match["opts"].splitlines())
+        assert "pyobject" not in opts, "MyST has no :pyobject:; run `qam-lite book --sync`"
+        if "start-at" not in opts:
+            continue
+        source = (book.BOOK_DIR / match["path"]).read_text().splitlines()
+        body = ast.parse(_select(source, opts["start-at"], opts.get("end-before"))).body
+        assert len(body) == 1 and isinstance(body[0], ast.FunctionDef | ast.ClassDef)
+        assert opts["start-at"].split()[1].startswith(body[0].name)
