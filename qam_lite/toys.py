@@ -248,9 +248,13 @@ def tilted_density(
     """
     _check_tau(tau)
     points, cell = _grid_points_and_cell(grid, cell_area)
-    log_p = log_prob_fn(points) + tau * q(points)
-    p = jnp.exp(log_p - jnp.max(log_p))
-    return p / (jnp.sum(p) * cell)
+    return jnp.exp(_log_tilted_density(log_prob_fn(points), q(points), tau, cell))
+
+
+def _log_tilted_density(log_base: jax.Array, qv: jax.Array, tau, cell) -> jax.Array:
+    """``log`` of :func:`tilted_density` from the base log density and ``q`` on the grid points."""
+    log_p = log_base + tau * qv
+    return log_p - jax.nn.logsumexp(log_p) - jnp.log(cell)
 
 
 def tilt_statistics(
@@ -265,15 +269,17 @@ def tilt_statistics(
     taus = jnp.atleast_1d(jnp.asarray(taus, dtype=jnp.float32))
     _check_tau(taus)
     points, cell = _grid_points_and_cell(grid, cell_area)
-    base = tilted_density(log_prob_fn, q, 0.0, grid, cell_area)
-    qv = q(points)
+    log_base, qv = log_prob_fn(points), q(points)
+    log_p0 = _log_tilted_density(log_base, qv, 0.0, cell)
 
     def stats(tau):
-        p = tilted_density(log_prob_fn, q, tau, grid, cell_area)
-        # 0 log 0 = 0: cells where the tilted density underflows contribute nothing.
-        log_ratio = jnp.where(p > 0, jnp.log(jnp.maximum(p, 1e-38) / base), 0.0)
+        log_p = _log_tilted_density(log_base, qv, tau, cell)
+        p = jnp.exp(log_p)
+        # The log ratio is taken in log space, so tails where both densities underflow to 0 in
+        # float32 contribute p * (finite) = 0 instead of 0 * log(0 / 0).
+        kl = jnp.sum(p * (log_p - log_p0)) * cell
         # A KL is >= 0; clip the float rounding of the tau = 0 case (~1e-7) at zero.
-        return jnp.maximum(jnp.sum(p * log_ratio) * cell, 0.0), jnp.sum(p * qv) * cell
+        return jnp.maximum(kl, 0.0), jnp.sum(p * qv) * cell
 
     kl, eq = jax.vmap(stats)(taus)
     return {"tau": taus, "kl": kl, "expected_q": eq}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qam_lite import flows, sde, toys, widgets
@@ -15,7 +15,9 @@ from qam_lite import flows, sde, toys, widgets
 matplotlib.use("Agg")
 
 MIX = toys.gaussian_mixture([0.3, 0.7], [-1.5, 1.0], [0.3, 0.5])
-GRID = jnp.linspace(-8.0, 8.0, 4001)
+# Wide enough that every tilted Gaussian the property tests draw (mean up to ~7.75, std up to
+# 1.5) has negligible mass past the ends.
+GRID = jnp.linspace(-16.0, 16.0, 8001)
 DX = float(GRID[1] - GRID[0])
 
 
@@ -134,13 +136,15 @@ def test_q_functions_shapes_and_gradients():
         toys.bump_q([0.0], 0.0)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     mu=st.floats(-1.0, 1.0),
     s=st.floats(0.2, 1.5),
     tau=st.floats(0.0, 3.0),
     c=st.floats(-1.0, 1.0),
 )
+@example(mu=1.0, s=1.5, tau=3.0, c=1.0)  # the largest shift the strategies allow
+@example(mu=0.0, s=1.5, tau=2.0, c=1.0)  # once failed on a grid that was too narrow
 def test_tilt_gaussian_matches_the_numerical_tilt(mu, s, tau, c):
     mix = toys.gaussian_mixture([1.0], [mu], [s])
     p = toys.tilted_density(lambda x: toys.mixture_log_prob(mix, x), toys.linear_q([c]), tau, GRID)
