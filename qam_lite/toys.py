@@ -231,6 +231,12 @@ def _grid_points_and_cell(grid: jax.Array, cell_area) -> tuple[jax.Array, jax.Ar
     raise ValueError(f"grid must be (n,) (uniform 1D) or (n, d) points, got shape {grid.shape}")
 
 
+def _log_tilted_density(log_base: jax.Array, qv: jax.Array, tau, cell) -> jax.Array:
+    """``log`` of :func:`tilted_density` from the base log density and ``q`` on the grid points."""
+    log_p = log_base + tau * qv
+    return log_p - jax.nn.logsumexp(log_p) - jnp.log(cell)
+
+
 def tilted_density(
     log_prob_fn: LogProb, q: QFunction, tau, grid: jax.Array, cell_area=None
 ) -> jax.Array:
@@ -249,12 +255,6 @@ def tilted_density(
     _check_tau(tau)
     points, cell = _grid_points_and_cell(grid, cell_area)
     return jnp.exp(_log_tilted_density(log_prob_fn(points), q(points), tau, cell))
-
-
-def _log_tilted_density(log_base: jax.Array, qv: jax.Array, tau, cell) -> jax.Array:
-    """``log`` of :func:`tilted_density` from the base log density and ``q`` on the grid points."""
-    log_p = log_base + tau * qv
-    return log_p - jax.nn.logsumexp(log_p) - jnp.log(cell)
 
 
 def tilt_statistics(
