@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from qam_lite.tasks import TaskError, parse_task
 
-AGENTS = ("qam", "bc", "fql", "bam")
+AGENTS = ("qam", "bc", "fql", "bam", "qam-e", "qam-f")
 
 
 class ConfigError(ValueError):
@@ -28,29 +28,41 @@ class ConfigError(ValueError):
 
 
 class DomainSettings(NamedTuple):
-    """The per-domain hyperparameters that differ between OGBench domains."""
+    """One domain's row of :data:`DOMAINS`: shared settings, then each agent's own values."""
 
     horizon: int  # action-chunk length H
     gamma: float
     rho: float  # pessimism: subtract rho * ensemble std in the critic target
-    tau: float  # QAM inverse temperature
-    alpha: float  # FQL distillation weight
-    sparse_reward: bool
+    sparse_reward: bool  # r' = -1[r != 0]
+    qam_tau: float  # QAM inverse temperature
+    fql_alpha: float  # FQL distillation weight
+    bam_tau: float  # BAM inverse temperature (its own tuning)
+    qam_e_tau: float  # QAM-E: QAM's inverse temperature ...
+    qam_e_edit_scale: float  # ... and the edit size (0: no edit policy, the agent is QAM)
+    qam_f_tau: float  # QAM-F: QAM's inverse temperature ...
+    qam_f_alpha: float  # ... and the one-step distillation weight (0: no one-step policy, QAM)
 
 
-#: The paper's settings (authors' public configuration), keyed by domain.
+# The authors' public configuration (ColinQiyangLi/qam experiments/reproduce.py: the QAM, FQL, BAM,
+# QAM_EDIT and QAM_FQL entries; H, gamma and rho from its common arguments).
+_D = DomainSettings
+# fmt: off
+#: The paper's per-domain settings of every agent, keyed by domain.
 DOMAINS: dict[str, DomainSettings] = {
-    "antmaze-large-navigate": DomainSettings(1, 0.99, 0.5, 10.0, 3.0, False),
-    "antmaze-giant-navigate": DomainSettings(1, 0.995, 0.5, 3.0, 3.0, False),
-    "humanoidmaze-medium-navigate": DomainSettings(1, 0.995, 0.0, 3.0, 30.0, False),
-    "humanoidmaze-large-navigate": DomainSettings(1, 0.995, 0.0, 3.0, 30.0, False),
-    "cube-double-play": DomainSettings(5, 0.99, 0.5, 1.0, 300.0, False),
-    "cube-triple-play": DomainSettings(5, 0.99, 0.5, 3.0, 30.0, False),
-    "cube-quadruple-play": DomainSettings(5, 0.99, 0.5, 1.0, 100.0, False),
-    "scene-play": DomainSettings(5, 0.99, 0.5, 1.0, 300.0, True),
-    "puzzle-3x3-play": DomainSettings(5, 0.99, 0.5, 3.0, 300.0, True),
-    "puzzle-4x4-play": DomainSettings(5, 0.99, 0.5, 30.0, 1.0, True),
+    #                                 H  gamma  rho  sparse QAM FQL   BAM QAM-E     QAM-F
+    #                                                       tau alpha tau tau  edit tau  alpha
+    "antmaze-large-navigate":       _D(1, 0.99,  0.5, False, 10, 3,   30, 1,   0.1, 3,   30),
+    "antmaze-giant-navigate":       _D(1, 0.995, 0.5, False, 3,  3,   30, 10,  0.1, 3,   30),
+    "humanoidmaze-medium-navigate": _D(1, 0.995, 0.0, False, 3,  30,  10, 3,   0.1, 1,   30),
+    "humanoidmaze-large-navigate":  _D(1, 0.995, 0.0, False, 3,  30,  30, 3,   0.1, 0.3, 30),
+    "cube-double-play":             _D(5, 0.99,  0.5, False, 1,  300, 10, 1,   0.0, 1,   0),
+    "cube-triple-play":             _D(5, 0.99,  0.5, False, 3,  30,  30, 3,   0.1, 10,  300),
+    "cube-quadruple-play":          _D(5, 0.99,  0.5, False, 1,  100, 10, 3,   0.1, 0.3, 30),
+    "scene-play":                   _D(5, 0.99,  0.5, True,  1,  300, 10, 1,   0.0, 1,   300),
+    "puzzle-3x3-play":              _D(5, 0.99,  0.5, True,  3,  300, 10, 1,   0.1, 3,   0),
+    "puzzle-4x4-play":              _D(5, 0.99,  0.5, True,  30, 1,   30, 0.1, 0.9, 3,   3),
 }
+# fmt: on
 
 #: Settings for the locally generable domains the paper did not run (``cube-single-play``,
 #: ``pointmaze-*-navigate``): NOT paper settings, just the closest paper domain's values
@@ -62,6 +74,21 @@ EXTRA_DOMAINS: dict[str, DomainSettings] = {
     "pointmaze-giant-navigate": DOMAINS["antmaze-large-navigate"],
     "pointmaze-teleport-navigate": DOMAINS["antmaze-large-navigate"],
 }
+
+#: Which :class:`Config` field each agent takes from which :class:`DomainSettings` column. Every
+#: agent also takes ``horizon``, ``gamma``, ``rho`` and ``sparse_reward``; an agent's ``tau`` /
+#: ``alpha`` default to QAM's / FQL's column where the agent does not read them.
+AGENT_COLUMNS: dict[str, dict[str, str]] = {
+    "qam": {"tau": "qam_tau"},
+    "bc": {},
+    "fql": {"alpha": "fql_alpha"},
+    "bam": {"tau": "bam_tau"},
+    "qam-e": {"tau": "qam_e_tau", "edit_scale": "qam_e_edit_scale"},
+    "qam-f": {"tau": "qam_f_tau", "alpha": "qam_f_alpha"},
+}
+
+#: Per-agent defaults that do not depend on the domain: the published FQL uses plain Adam.
+AGENT_DEFAULTS: dict[str, dict[str, Any]] = {"fql": {"grad_clip": None}}
 
 
 def domain_settings(task: str) -> DomainSettings:
@@ -83,19 +110,40 @@ def domain_settings(task: str) -> DomainSettings:
     return table[parsed.domain]._replace(sparse_reward=parsed.reward == "sparse")
 
 
+#: Named bundles of ``--set`` overrides. ``cpu-small``: small networks and a short schedule that
+#: train and evaluate on a 2-core CPU in a few minutes (not the paper's settings).
+PRESETS: dict[str, dict] = {
+    "cpu-small": {
+        "actor_hidden": (128, 128),
+        "critic_hidden": (128, 128),
+        "batch_size": 128,
+        "offline_steps": 10_000,
+        "eval_interval": 2_500,
+        "eval_episodes": 10,
+        "log_interval": 500,
+        "updates_per_call": 500,
+        "checkpoint_interval": 2_500,
+    },
+    "paper": {},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """All hyperparameters of one run. Defaults are the paper's (cube-double-play settings)."""
+    """All hyperparameters of one run. Defaults are the paper's QAM on cube-double-play; build
+    configs with :func:`make_config`, which fills the agent's per-domain values from
+    :data:`DOMAINS` (``replace(agent=...)`` keeps the other agent's values)."""
 
     # What to run.
-    agent: str = "qam"  # 'qam' | 'bc' | 'fql' | 'bam'
+    agent: str = "qam"  # one of AGENTS
     task: str = "cube-double-play-singletask-task2-v0"
     # Per-domain (filled from DOMAINS by make_config).
     horizon: int = 5  # action-chunk length H; the policy outputs H * action_dim numbers
     gamma: float = 0.99
     rho: float = 0.5
-    tau: float = 1.0  # QAM / BAM inverse temperature; 0 = behaviour cloning
-    alpha: float = 300.0  # FQL distillation weight
+    tau: float = 1.0  # inverse temperature of qam, bam, qam-e, qam-f; 0 = behaviour cloning
+    alpha: float = 300.0  # distillation weight of fql's and qam-f's one-step policy
+    edit_scale: float = 0.0  # qam-e: size of the edit on the flow's action (0: no edit policy)
     sparse_reward: bool = False  # r' = -1[r != 0] (puzzle and scene)
     # Networks and sampling.
     num_critics: int = 10
@@ -105,14 +153,19 @@ class Config:
     # Optimisation.
     batch_size: int = 256
     lr: float = 3e-4
-    grad_clip: float = 1.0  # global gradient-norm clip over all networks
+    grad_clip: float | None = 1.0  # global gradient-norm clip over all networks; None: plain Adam
     polyak: float = 0.005  # target-network rate
     action_clip: float = 1.0 - 1e-5  # dataset actions clipped to +-action_clip
-    normalize_q_loss: bool = True  # FQL: divide the Q term by mean |Q| (as the published FQL)
+    # Departures from the published agents (off by default).
+    normalize_q_loss: bool = False  # fql: divide the Q term by mean |Q| (an option of the FQL
+    # code, off in the QAM paper's runs: its per-domain alpha was tuned without it)
+    bam_path_kl: bool = False  # bam: weight 2h/sigma^2 (the exact path KL, tilt tau) instead of
+    # the published 2/sigma^2 (effective tilt tau * h)
     # Schedule.
     offline_steps: int = 1_000_000
     online_steps: int = 0
-    online_buffer_size: int = 1_000_000  # replay capacity for online transitions
+    online_buffer_size: int = 1_000_000  # online transitions kept per seed (oldest overwritten)
+    start_training: int = 5_000  # online: first update at this environment step (warm-up)
     eval_interval: int = 50_000
     eval_episodes: int = 50
     updates_per_call: int = 1000  # gradient steps fused into one compiled call (lax.scan)
@@ -139,8 +192,14 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Co
 _HINTS = typing.get_type_hints(Config)
 
 
+#: Common names for fields that difflib cannot match (``learning_rate`` is far from ``lr``).
+_SYNONYMS = {"learning_rate": "lr", "discount": "gamma", "horizon_length": "horizon"}
+
+
 def _suggest(name: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
+    if name in _SYNONYMS and _SYNONYMS[name] in options:
+        close = [_SYNONYMS[name]]
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -160,7 +219,21 @@ def make_config(task: str, agent: str = "qam", **overrides: Any) -> Config:
     10
     """
     _check_keys(overrides)
-    base = domain_settings(task)._asdict()
+    if agent not in AGENT_COLUMNS:
+        raise ConfigError(
+            f"agent={agent!r} is unknown; accepted: {', '.join(AGENTS)}" + _suggest(agent, AGENTS)
+        )
+    row = domain_settings(task)
+    base: dict[str, Any] = {
+        "horizon": row.horizon,
+        "gamma": float(row.gamma),
+        "rho": float(row.rho),
+        "sparse_reward": row.sparse_reward,
+        "tau": float(row.qam_tau),
+        "alpha": float(row.fql_alpha),
+    }
+    base.update({name: float(getattr(row, col)) for name, col in AGENT_COLUMNS[agent].items()})
+    base.update(AGENT_DEFAULTS.get(agent, {}))
     return validate(Config(agent=agent, task=parse_task(task).name, **{**base, **overrides}))
 
 
@@ -198,7 +271,7 @@ def validate(config: Config) -> Config:
         value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _err(name, value, "an integer >= 1")
-    for name in ("offline_steps", "online_steps", "seed"):
+    for name in ("offline_steps", "online_steps", "seed", "start_training"):
         value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _err(name, value, "an integer >= 0")
@@ -231,11 +304,13 @@ def validate(config: Config) -> Config:
     real_in("tau", 0.0, inf, False, True, "a number >= 0 (0 = behaviour cloning)")
     real_in("rho", 0.0, inf, False, True, "a number >= 0")
     real_in("alpha", 0.0, inf, False, True, "a number >= 0")
+    real_in("edit_scale", 0.0, inf, False, True, "a number >= 0 (0 = no edit policy)")
     real_in("lr", 0.0, inf, True, True, "a number > 0")
-    real_in("grad_clip", 0.0, inf, True, True, "a number > 0")
+    if c.grad_clip is not None:
+        real_in("grad_clip", 0.0, inf, True, True, "a number > 0, or none for no clipping")
     real_in("polyak", 0.0, 1.0, True, False, "a number in (0, 1]")
     real_in("action_clip", 0.0, 1.0, True, False, "a number in (0, 1]")
-    for name in ("sparse_reward", "download", "normalize_q_loss"):
+    for name in ("sparse_reward", "download", "normalize_q_loss", "bam_path_kl"):
         if not isinstance(getattr(c, name), bool):
             raise _err(name, getattr(c, name), "true or false")
     if c.dataset_dir is not None and not isinstance(c.dataset_dir, str):
@@ -267,13 +342,19 @@ def _parse_value(name: str, text: str) -> Any:
         if typing.get_origin(hint) is tuple:
             parts = [p for p in re.split(r"[,x ]+", text.strip("()[] ")) if p]
             return tuple(int(p) for p in parts)
-        if isinstance(hint, types.UnionType):  # str | None
-            return None if text.lower() in {"none", "null", ""} else text
+        if isinstance(hint, types.UnionType):  # str | None, float | None
+            if text.lower() in {"none", "null", ""}:
+                return None
+            (kind,) = (a for a in typing.get_args(hint) if a is not type(None))
+            return kind(text)
     except ValueError:
         pass
-    kind = {bool: "true/false", int: "an integer", float: "a number"}.get(
-        hint, "comma-separated integers, e.g. 512,512"
-    )
+    kind = {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        float | None: "a number or none",
+    }.get(hint, "comma-separated integers, e.g. 512,512")
     raise ConfigError(f"{name}={text!r} cannot be parsed; accepted: {kind}")
 
 

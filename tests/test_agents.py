@@ -1,4 +1,8 @@
-"""Agents: shapes, finite updates, which networks feed which loss, fixed points, the TD target."""
+"""Agents: shapes, finite updates, which networks feed which loss, fixed points, the TD target.
+
+The losses themselves are checked against transcriptions of the published code in
+``test_published_losses.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from optax import ScaleByAdamState
 
 from qam_lite.agents import AGENTS, make_agent
 from qam_lite.agents import bam as bam_module
 from qam_lite.agents import qam as qam_module
-from qam_lite.agents.common import critic_loss, critic_target, critic_update_terms, polyak
+from qam_lite.agents.common import (
+    critic_loss,
+    critic_target,
+    critic_update_terms,
+    make_optimizer,
+    polyak,
+)
 from qam_lite.config import ConfigError, make_config
 
 OBS, ACT, H, B = 3, 2, 2, 8
@@ -35,7 +46,9 @@ def compiled(name):
 
 
 def tiny(agent="qam", **overrides):
-    return make_config("cube-double-play-singletask-task1-v0", agent=agent, **{**TINY, **overrides})
+    # antmaze-large: QAM-E's edit and QAM-F's one-step policy are both on there.
+    task = "antmaze-large-navigate-singletask-task1-v0"
+    return make_config(task, agent=agent, **{**TINY, **overrides})
 
 
 def random_batch(key, valid=None):
@@ -69,6 +82,11 @@ def test_updates_are_finite_and_actions_lie_in_the_box(name):
     assert "grad_norm" in metrics and "bc_loss" in metrics
     if name != "bc":
         assert {"critic_loss", "q_mean", "q_std", "q_max", "q_min"} <= set(metrics)
+    extra = {"qam-e": {"edit", "edit_temp"}, "qam-f": {"one_step"}}.get(name, set())
+    assert extra <= set(state.params)
+    assert {"qam-e": {"edit_entropy", "edit_temp"}, "qam-f": {"distill_loss"}}.get(
+        name, set()
+    ) <= set(metrics)
     moved = [
         not np.allclose(a, b) for a, b in zip(before, jax.tree.leaves(state.params), strict=True)
     ]
@@ -77,6 +95,36 @@ def test_updates_are_finite_and_actions_lie_in_the_box(name):
     actions = jax.jit(agent.act)(state, obs, jax.random.key(8))
     assert actions.shape == (B, H * ACT)
     assert float(jnp.max(jnp.abs(actions))) <= 1.0
+
+
+@pytest.mark.parametrize(("name", "switch"), [("qam-e", "edit_scale"), ("qam-f", "alpha")])
+def test_variants_switched_off_are_qam(name, switch):
+    # The authors build no edit / one-step policy when edit_scale / fql_alpha is 0 (cube-double).
+    assert getattr(make_config("cube-double-play", name), switch) == 0.0
+    config = tiny(name, **{switch: 0.0})
+    variant, qam = make_agent(config, OBS, ACT), make_agent(config.replace(agent="qam"), OBS, ACT)
+    s_variant, s_qam = variant.init(jax.random.key(0)), qam.init(jax.random.key(0))
+    assert set(s_variant.params) == set(s_qam.params) == {"critic", "bc_flow", "actor"}
+    obs = jax.random.normal(jax.random.key(1), (B, OBS))
+    np.testing.assert_array_equal(
+        variant.act(s_variant, obs, jax.random.key(2)), qam.act(s_qam, obs, jax.random.key(2))
+    )
+
+
+def test_fql_uses_plain_adam_and_the_others_a_clipped_adam():
+    grads = {"w": jnp.full((3,), 1e3)}
+    for name, clipped in (("fql", False), ("qam", True), ("qam-f", True), ("bam", True)):
+        config = make_config("cube-double-play", name)
+        assert (config.grad_clip is not None) == clipped
+        opt = make_optimizer(config)
+        _, opt_state = opt.update(grads, opt.init(grads), grads)
+        (adam,) = [
+            s
+            for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, ScaleByAdamState))
+            if isinstance(s, ScaleByAdamState)
+        ]
+        seen = 1.0 / np.sqrt(3.0) if clipped else 1e3  # the gradient Adam received
+        np.testing.assert_allclose(adam.mu["w"], (1 - 0.9) * seen, rtol=1e-5)
 
 
 def test_make_agent_rejects_bad_sizes():
@@ -116,7 +164,7 @@ def test_qam_actor_loss_uses_only_the_target_critic_and_target_bc_flow():
     assert abs(float(am(params, {**targets, "bc_flow": params["bc_flow"]})) - float(base)) > 1e-4
     # The whole QAM loss sends the actor no gradient through the critic or the BC flow, and the
     # actor's gradient does not depend on the online critic.
-    loss_fn = qam_module.make_loss(config, networks, ACT, H * ACT)
+    loss_fn = qam_module.make_loss(config, networks, H * ACT)
     batch = random_batch(jax.random.key(8))
     grad = jax.jit(jax.grad(lambda p, t: loss_fn(p, t, batch, jax.random.key(9))[0]))
     g1 = grad(params, targets)["actor"]
@@ -183,7 +231,7 @@ def test_critic_target_and_loss_against_numpy():
         critic_target(q_next, rewards, masks, gamma**horizon, rho), y, rtol=1e-5, atol=1e-6
     )
     w = valid[:, -1]
-    expected = np.mean(np.sum((q - y) ** 2, axis=0) * w)
+    expected = np.mean(np.mean((q - y) ** 2, axis=0) * w)  # mean over members, then batch
     assert float(critic_loss(q, y, w)) == pytest.approx(expected, rel=1e-5)
 
     # Through critic_update_terms with a stand-in ensemble Q_k(s, a) = c_k * sum(s) + sum(a).
@@ -210,7 +258,7 @@ def test_critic_target_and_loss_against_numpy():
     qn = target[:, None] * next_obs.sum(-1)[None] + next_actions.sum(-1)[None]
     yy = rewards + gamma**horizon * masks * (qn.mean(0) - rho * qn.std(0))
     qq = online[:, None] * obs.sum(-1)[None] + actions.sum(-1)[None]
-    assert float(loss) == pytest.approx(np.mean(np.sum((qq - yy) ** 2, 0) * w), rel=1e-5)
+    assert float(loss) == pytest.approx(np.mean(np.mean((qq - yy) ** 2, 0) * w), rel=1e-5)
     assert float(metrics["target_mean"]) == pytest.approx(yy.mean(), rel=1e-5, abs=1e-6)
     # A per-sample 'discount' (chunks.sample_chunks provides one) replaces gamma ** H.
     disc = np.full(b, 0.5, np.float32)
@@ -223,4 +271,4 @@ def test_critic_target_and_loss_against_numpy():
         config,
     )
     y2 = rewards + disc * masks * (qn.mean(0) - rho * qn.std(0))
-    assert float(loss2) == pytest.approx(np.mean(np.sum((qq - y2) ** 2, 0) * w), rel=1e-5)
+    assert float(loss2) == pytest.approx(np.mean(np.mean((qq - y2) ** 2, 0) * w), rel=1e-5)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from qam_lite.config import (
+    AGENTS,
     DOMAINS,
     Config,
     ConfigError,
@@ -37,6 +38,39 @@ def test_domain_defaults_follow_the_paper_table(task, expected):
     assert c.task.endswith("-v0") and "singletask" in c.task  # canonical name stored
 
 
+# Straight from the authors' experiments/reproduce.py (QAM, FQL, BAM, QAM_EDIT, QAM_FQL entries).
+REPRODUCE = {
+    #                      QAM   FQL    BAM   QAM_EDIT     QAM_FQL
+    #                      tau   alpha  tau   tau  edit    tau  alpha
+    "puzzle-3x3-play": (3.0, 300.0, 10.0, 1.0, 0.1, 3.0, 0.0),
+    "scene-play": (1.0, 300.0, 10.0, 1.0, 0.0, 1.0, 300.0),
+    "cube-double-play": (1.0, 300.0, 10.0, 1.0, 0.0, 1.0, 0.0),
+    "antmaze-large-navigate": (10.0, 3.0, 30.0, 1.0, 0.1, 3.0, 30.0),
+    "humanoidmaze-medium-navigate": (3.0, 30.0, 10.0, 3.0, 0.1, 1.0, 30.0),
+    "cube-triple-play": (3.0, 30.0, 30.0, 3.0, 0.1, 10.0, 300.0),
+    "cube-quadruple-play": (1.0, 100.0, 10.0, 3.0, 0.1, 0.3, 30.0),
+    "puzzle-4x4-play": (30.0, 1.0, 30.0, 0.1, 0.9, 3.0, 3.0),
+    "antmaze-giant-navigate": (3.0, 3.0, 30.0, 10.0, 0.1, 3.0, 30.0),
+    "humanoidmaze-large-navigate": (3.0, 30.0, 30.0, 3.0, 0.1, 0.3, 30.0),
+}
+
+
+@pytest.mark.parametrize("domain", sorted(REPRODUCE))
+def test_each_agent_gets_its_own_published_per_domain_values(domain):
+    qam_tau, fql_alpha, bam_tau, e_tau, e_scale, f_tau, f_alpha = REPRODUCE[domain]
+    get = {agent: make_config(domain, agent) for agent in AGENTS}
+    assert get["qam"].tau == qam_tau
+    assert get["fql"].alpha == fql_alpha
+    assert get["bam"].tau == bam_tau
+    assert (get["qam-e"].tau, get["qam-e"].edit_scale) == (e_tau, e_scale)
+    assert (get["qam-f"].tau, get["qam-f"].alpha) == (f_tau, f_alpha)
+    for c in get.values():  # shared per-domain settings, whatever the agent
+        assert (c.horizon, c.gamma, c.rho) == (get["qam"].horizon, get["qam"].gamma, get["qam"].rho)
+        assert c.grad_clip == (None if c.agent == "fql" else 1.0)  # published FQL: plain Adam
+        assert not c.normalize_q_loss and not c.bam_path_kl  # departures are off by default
+        assert isinstance(c.tau, float) and isinstance(c.alpha, float)
+
+
 def test_every_paper_domain_has_settings_and_shared_defaults():
     assert len(DOMAINS) == 10
     c = make_config("cube-quadruple-play-singletask-task1-v0", agent="fql")
@@ -45,7 +79,7 @@ def test_every_paper_domain_has_settings_and_shared_defaults():
         10,
         256,
         3e-4,
-        1.0,
+        None,  # FQL: plain Adam
         0.005,
     )
     assert c.actor_hidden == c.critic_hidden == (512, 512, 512, 512)
@@ -68,6 +102,9 @@ def test_overrides_win_over_domain_defaults():
         ({"polyak": 0.0}, ["polyak", "(0, 1]"]),
         ({"sparse_reward": "yes"}, ["sparse_reward", "true or false"]),
         ({"num_critics": 1}, ["num_critics=1", "rho"]),
+        ({"edit_scale": -0.1}, ["edit_scale=-0.1", ">= 0"]),
+        ({"grad_clip": 0.0}, ["grad_clip=0.0", "none"]),
+        ({"bam_path_kl": 1}, ["bam_path_kl", "true or false"]),
     ],
 )
 def test_validation_names_field_value_and_accepted_range(overrides, words):
@@ -98,6 +135,8 @@ def test_parse_overrides_types_from_the_dataclass():
             "task=scene-play",
             "download=0",
             "lr=1e-3",
+            "grad_clip=none",
+            "edit_scale=0.2",
         ]
     )
     assert got == {
@@ -109,12 +148,17 @@ def test_parse_overrides_types_from_the_dataclass():
         "task": "scene-play",
         "download": False,
         "lr": 1e-3,
+        "grad_clip": None,
+        "edit_scale": 0.2,
     }
+    assert parse_overrides(["grad_clip=2"]) == {"grad_clip": 2.0}
     assert isinstance(got["tau"], float) and isinstance(got["offline_steps"], int)
     with pytest.raises(ConfigError, match="did you mean 'horizon'"):
         parse_overrides(["horizn=2"])
     with pytest.raises(ConfigError, match="sparse_reward='maybe'.*true/false"):
         parse_overrides(["sparse_reward=maybe"])
+    with pytest.raises(ConfigError, match="grad_clip='x'.*a number or none"):
+        parse_overrides(["grad_clip=x"])
     with pytest.raises(ConfigError, match="batch_size='big'.*integer"):
         parse_overrides(["batch_size=big"])
     with pytest.raises(ConfigError, match="key=value"):
@@ -122,7 +166,7 @@ def test_parse_overrides_types_from_the_dataclass():
 
 
 def test_to_dict_from_dict_round_trip_through_json():
-    c = make_config("puzzle-3x3-play-singletask-task4-v0", agent="bam", actor_hidden=(64, 32))
+    c = make_config("puzzle-3x3-play-singletask-task4-v0", agent="fql", actor_hidden=(64, 32))
     d = json.loads(json.dumps(to_dict(c)))
     assert d["actor_hidden"] == [64, 32]
     assert from_dict(d) == c

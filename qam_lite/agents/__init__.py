@@ -6,12 +6,17 @@
 :class:`TrainState` ``(params, targets, opt_state, step)``; see ``agents.common`` for the batch
 layout.
 
-=======  ===========================================================================
-``qam``  Q-learning with adjoint matching (``agents.qam``)
-``bc``   behaviour-cloning flow, QAM at ``tau = 0`` (``agents.bc``)
-``fql``  flow Q-learning: one-step policy distilled from the BC flow (``agents.fql``)
-``bam``  back-propagation through the SDE sample instead of the lean adjoint (``agents.bam``)
-=======  ===========================================================================
+=========  ==========================================================================
+``qam``    Q-learning with adjoint matching (``agents.qam``)
+``bc``     behaviour-cloning flow, QAM at ``tau = 0`` (``agents.bc``)
+``fql``    flow Q-learning: one-step policy distilled from the BC flow (``agents.fql``)
+``bam``    back-propagation through the SDE sample instead of the lean adjoint (``agents.bam``)
+``qam-e``  QAM plus a tanh-Gaussian edit policy on the flow's action (``agents.qam_e``)
+``qam-f``  QAM plus a one-step policy distilled from the QAM flow, which acts (``agents.qam_f``)
+=========  ==========================================================================
+
+Every agent is the published one (``ColinQiyangLi/qam``) by default; the config options that
+depart from it are ``normalize_q_loss`` (fql) and ``bam_path_kl`` (bam), both off.
 """
 
 from __future__ import annotations
@@ -21,9 +26,18 @@ from qam_lite.agents.bc import make_bc
 from qam_lite.agents.common import Agent, TrainState
 from qam_lite.agents.fql import make_fql
 from qam_lite.agents.qam import make_qam
+from qam_lite.agents.qam_e import make_qam_e
+from qam_lite.agents.qam_f import make_qam_f
 from qam_lite.config import AGENTS, Config, ConfigError, validate
 
-MAKERS = {"qam": make_qam, "bc": make_bc, "fql": make_fql, "bam": make_bam}
+MAKERS = {
+    "qam": make_qam,
+    "bc": make_bc,
+    "fql": make_fql,
+    "bam": make_bam,
+    "qam-e": make_qam_e,
+    "qam-f": make_qam_f,
+}
 assert tuple(MAKERS) == AGENTS
 
 

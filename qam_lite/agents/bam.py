@@ -1,19 +1,23 @@
-"""BAM: the back-propagation-through-time ablation of QAM.
+"""BAM: back-propagation through the SDE sample instead of the lean adjoint (the paper's ablation).
 
-Same networks, BC loss, critic and targets as QAM; the actor instead minimises, per state,
+Same networks, BC loss, critic and targets as QAM; the actor instead minimises, as the published
+code does,
 
-    -tau Qbar'(s, x_T) + sum_{i<T-1} (2 h / sigma_i^2) ||f_theta(s,x_i,t_i) - f_beta(s,x_i,t_i)||^2
+    -tau_BAM mean_B[mean_k Q_k(s, x_T) - rho std_k Q_k(s, x_T)]
+        + mean_B sum_{i=0}^{T-2} (2 / sigma_i^2) ||f_theta(s, x_i, t_i) - f_beta'(s, x_i, t_i)||^2
 
-differentiating through the whole memoryless SDE sample ``x_0 .. x_T`` (``Qbar'`` the target-critic
-mean, ``f_beta`` the target behaviour flow, both frozen). The second term is the KL divergence
-between the discretised SDE paths of ``f_theta`` and ``f_beta`` (drifts differ by ``2 (f_theta -
-f_beta)``, per-step noise variance ``h sigma_i^2``; the last step is the base's ODE step and adds
-nothing), so BAM and QAM share the fixed point ``pi_beta exp(tau Q)``. Note: DESIGN.md writes the
-weight as ``2 / sigma_i^2`` without the step ``h``; without it the tilt would be ``tau / T``, not
-``tau``, and the comparison with QAM would be confounded.
+over one memoryless SDE sample ``x_0 .. x_T`` drawn with ``f_theta`` (last step: the target
+``f_beta'``'s ODE step), differentiated end to end: the gradient reaches ``f_theta`` through every
+``x_i``, also through ``f_beta'`` evaluated at ``x_i`` and through the last ODE step. ``Q`` is the
+*online* critic with its parameters held fixed, evaluated at the *unclipped* ``x_T``; ``f_beta'``
+is the target behaviour flow.
 
-``x_T`` enters Q clipped to the action box, and the clip is differentiated, exactly like QAM's
-terminal condition ``a_T = -tau d/dx Qbar'(s, clip(x))`` at ``x = x_T``.
+Temperature. The penalty is the KL divergence between the discretised SDE paths of ``f_theta``
+and ``f_beta`` *divided by the step* ``h`` (the drifts differ by ``2 (f_theta - f_beta)``, the
+per-step noise variance is ``h sigma_i^2``, so the exact path KL has weight ``2 h / sigma_i^2``).
+With the published weight the effective tilt is ``pi_beta exp(tau_BAM h Q)``, which is why BAM's
+own per-domain temperatures (10 or 30) are larger than QAM's. ``config.bam_path_kl = True``
+(a departure from the published agent) uses the exact path KL, whose tilt is ``tau`` itself.
 """
 
 from __future__ import annotations
@@ -24,26 +28,41 @@ import jax.numpy as jnp
 from qam_lite.agents.common import Agent, conditioned
 from qam_lite.agents.qam import make_qam
 from qam_lite.config import Config
-from qam_lite.sde import memoryless_sample, memoryless_sigma
+from qam_lite.flows import time_grid
+from qam_lite.sde import memoryless_drift, memoryless_sigma
 
 
 def bptt_terms(networks, params, targets, obs, key, config: Config, chunk_dim: int):
-    """The BAM actor loss at ``obs (B, obs_dim)``; gradients flow through the SDE into f_theta."""
+    """The BAM actor loss at ``obs (B, obs_dim)``; gradients flow through the SDE into f_theta.
+
+    Noise as :func:`~qam_lite.agents.qam.adjoint_terms` draws it: ``k_x0, k_sde = split(key)``,
+    ``x_0 = normal(k_x0, (B, D))``, increments ``normal(k_sde, (T - 1, B, D))``.
+    """
     velocity_apply, critic_apply = networks.apply["actor"], networks.apply["critic"]
+    num_steps, h = config.flow_steps, 1.0 / config.flow_steps
     k_x0, k_sde = jax.random.split(key)
     base = conditioned(velocity_apply, targets["bc_flow"], obs)
     actor = conditioned(velocity_apply, params["actor"], obs)
     x0 = jax.random.normal(k_x0, (obs.shape[0], chunk_dim), obs.dtype)
-    xs, ts = memoryless_sample(actor, base, x0, k_sde, config.flow_steps)
-    q = jnp.mean(critic_apply(targets["critic"], obs, jnp.clip(xs[-1], -1.0, 1.0)), axis=0)  # (B,)
+    noise = jax.random.normal(k_sde, (num_steps - 1, *x0.shape), x0.dtype)
+    ts = time_grid(x0, num_steps)
 
-    h = 1.0 / config.flow_steps
-    x_noisy, t_noisy = xs[:-2], ts[:-1]  # steps i = 0 .. T-2 (the last step is noise free)
-    diff = actor(x_noisy, t_noisy) - jax.lax.stop_gradient(base(x_noisy, t_noisy))
-    weight = 2.0 * h / memoryless_sigma(t_noisy, h) ** 2
-    kl = jnp.sum(weight * diff**2, axis=(0, -1))  # (B,)
-    loss = jnp.mean(-config.tau * q + kl)
-    return loss, {"bam_loss": loss, "bam_kl": jnp.mean(kl), "bam_q": jnp.mean(q)}
+    def sde_step(x, inputs):
+        t, eps = inputs
+        v = actor(x, t)
+        sigma = memoryless_sigma(t, h)
+        weight = 2.0 / sigma**2 * (h if config.bam_path_kl else 1.0)
+        penalty = jnp.sum(weight * (v - base(x, t)) ** 2, axis=-1)  # (B,)
+        x_next = x + h * memoryless_drift(v, x, t, h) + jnp.sqrt(h) * sigma * eps
+        return x_next, penalty
+
+    x_last, penalties = jax.lax.scan(sde_step, x0, (ts[:-1], noise))
+    x_final = x_last + h * base(x_last, ts[-1])
+    qs = critic_apply(jax.lax.stop_gradient(params["critic"]), obs, x_final)  # (K, B)
+    q = jnp.mean(jnp.mean(qs, axis=0) - config.rho * jnp.std(qs, axis=0))
+    penalty = jnp.mean(jnp.sum(penalties, axis=0))
+    loss = -config.tau * q + penalty
+    return loss, {"bam_loss": loss, "bam_penalty": penalty, "bam_q": q}
 
 
 def make_bam(config: Config, obs_dim: int, action_dim: int) -> Agent:

@@ -30,7 +30,7 @@ def make_bc(config: Config, obs_dim: int, action_dim: int) -> Agent:
     apply = networks.apply["bc_flow"]
 
     def loss_fn(params, targets, batch, key):
-        loss = bc_flow_loss(apply, params["bc_flow"], batch, key, action_dim)
+        loss = bc_flow_loss(apply, params["bc_flow"], batch, key)
         return loss, {"bc_loss": loss}
 
     def act(state, obs, key):

@@ -12,6 +12,10 @@ Batch convention (``qam_lite.chunks.sample_chunks``), with ``D = H * A`` the fla
 - ``masks (B,)``: 1 unless the chunk ends in a terminal state
 - ``valid (B, H)``: step ``j`` has not crossed an episode end
 - optional ``discount (B,)``: the bootstrap factor; ``gamma ** H`` when absent
+
+Losses follow the published implementation (``ColinQiyangLi/qam``, ``agents/``): every sample's
+BC and TD terms are weighted by the chunk's *last* ``valid`` flag, the critic loss is the mean
+over the ``K`` members and the batch, and networks start from Xavier-uniform kernels.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from flax import nnx
 
 from qam_lite.config import Config
 from qam_lite.flows import euler_sample, flow_matching_loss
-from qam_lite.networks import CriticEnsemble, VelocityField, pure
+from qam_lite.networks import XAVIER, CriticEnsemble, VelocityField, pure
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -38,7 +42,9 @@ class TrainState(NamedTuple):
 
     Attributes:
       params: trained networks, a dict with a subset of ``'critic'``, ``'bc_flow'`` (f_beta),
-        ``'actor'`` (f_theta for QAM/BAM, the one-step policy for FQL).
+        ``'actor'`` (f_theta for QAM/BAM/QAM-E/QAM-F, the one-step policy for FQL),
+        ``'one_step'`` (QAM-F's one-step policy), ``'edit'`` and ``'edit_temp'`` (QAM-E's edit
+        policy and its entropy temperature).
       targets: Polyak-averaged copies (``'critic'``, and ``'bc_flow'`` where the agent uses it).
       opt_state: the one Adam's state over ``params``.
       step: number of gradient steps taken (int32 scalar).
@@ -106,13 +112,15 @@ def build_networks(
 
 def velocity_builder(config: Config, obs_dim: int, chunk_dim: int):
     """Builder of a state-conditioned velocity field (actor sizes, no layer norm)."""
-    return lambda rngs: VelocityField(obs_dim, chunk_dim, config.actor_hidden, rngs=rngs)
+    return lambda rngs: VelocityField(
+        obs_dim, chunk_dim, config.actor_hidden, kernel_init=XAVIER, rngs=rngs
+    )
 
 
 def critic_builder(config: Config, obs_dim: int, chunk_dim: int):
     """Builder of the ``K``-member layer-normed critic ensemble."""
     return lambda rngs: CriticEnsemble(
-        obs_dim, chunk_dim, config.critic_hidden, config.num_critics, rngs=rngs
+        obs_dim, chunk_dim, config.critic_hidden, config.num_critics, kernel_init=XAVIER, rngs=rngs
     )
 
 
@@ -121,24 +129,33 @@ def conditioned(apply: Callable, params: Any, obs: jax.Array) -> Callable:
     return functools.partial(apply, params, obs)
 
 
+def noise_like(obs: jax.Array, key: jax.Array, chunk_dim: int) -> jax.Array:
+    """``N(0, I)`` noise ``(..., chunk_dim)`` for states ``obs (..., obs_dim)``."""
+    return jax.random.normal(key, (*obs.shape[:-1], chunk_dim), obs.dtype)
+
+
+def flow_from_noise(
+    apply: Callable, params: Any, obs: jax.Array, x0: jax.Array, num_steps: int
+) -> jax.Array:
+    """``clip(EulerODE(f, s, x_0), -1, 1)`` from given noise ``x0 (..., D)``."""
+    return jnp.clip(euler_sample(conditioned(apply, params, obs), x0, num_steps), -1.0, 1.0)
+
+
 def flow_actions(
     apply: Callable, params: Any, obs: jax.Array, key: jax.Array, chunk_dim: int, num_steps: int
 ) -> jax.Array:
     """``clip(EulerODE(f, s), -1, 1)`` from ``x_0 ~ N(0, I)``: ``(..., obs_dim) -> (..., D)``."""
-    x0 = jax.random.normal(key, (*obs.shape[:-1], chunk_dim), obs.dtype)
-    x1 = euler_sample(conditioned(apply, params, obs), x0, num_steps)
-    return jnp.clip(x1, -1.0, 1.0)
+    return flow_from_noise(apply, params, obs, noise_like(obs, key, chunk_dim), num_steps)
 
 
-def chunk_weights(valid: jax.Array, action_dim: int) -> jax.Array:
-    """Per-element weights ``(B, H * A)`` from ``valid (B, H)`` (each step's A entries share it)."""
-    return jnp.repeat(valid.astype(jnp.float32), action_dim, axis=-1)
+def bc_flow_loss(apply, params, batch: Batch, key: jax.Array) -> jax.Array:
+    """Flow-matching loss of f_beta on the data chunks (mean over samples and dimensions).
 
-
-def bc_flow_loss(apply, params, batch: Batch, key: jax.Array, action_dim: int) -> jax.Array:
-    """Flow-matching loss of f_beta on the data chunks, steps past an episode end weighted 0."""
+    Each sample is weighted by its chunk's last ``valid`` flag, as in the published code: a chunk
+    cut by an episode end is dropped (its tail holds the next episode's actions).
+    """
     velocity = conditioned(apply, params, batch["observations"])
-    weights = chunk_weights(batch["valid"], action_dim)
+    weights = batch["valid"][:, -1:].astype(batch["actions"].dtype)  # (B, 1)
     return flow_matching_loss(velocity, batch["actions"], key, weights=weights)
 
 
@@ -166,8 +183,13 @@ def critic_target(
 
 
 def critic_loss(q: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
-    """``sum_k E_b[(Q_k - y)^2 * w]`` for ``q (K, B)``, ``target (B,)``, ``weight (B,)``."""
-    return jnp.mean(jnp.sum((q - target) ** 2, axis=0) * weight)
+    """``mean_k E_b[(Q_k - y)^2 * w]`` for ``q (K, B)``, ``target (B,)``, ``weight (B,)``.
+
+    The mean (not the sum) over the ``K`` members, as published: with one gradient-norm clip
+    shared by critic and actor, a ``K`` times larger critic gradient would change how much the
+    actor's step is scaled down.
+    """
+    return jnp.mean((q - target) ** 2 * weight)
 
 
 def critic_update_terms(
@@ -208,7 +230,10 @@ def polyak(target: Any, online: Any, rate: float) -> Any:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    """One Adam over every trained network, after a global gradient-norm clip."""
+    """One Adam over every trained network, after a global gradient-norm clip of
+    ``config.grad_clip`` (``None``: plain Adam, the published FQL's optimiser)."""
+    if config.grad_clip is None:
+        return optax.adam(config.lr)
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(config.lr))
 
 
