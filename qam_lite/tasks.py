@@ -33,8 +33,16 @@ class Domain(NamedTuple):
       reward: ``'dense'`` (OGBench's per-sub-goal reward) or ``'sparse'`` (``r' = -1[r != 0]``).
       locally_generable: ``qam_lite.generate`` can build its dataset with OGBench's own oracles.
       in_paper: one of the QAM paper's ten benchmark domains.
-      episodes: episodes of the published dataset (used as ``qam-lite generate``'s default);
-        ``None`` where only the official download exists.
+      episodes: training episodes of OGBench's published dataset (``qam-lite generate``'s
+        default where ``locally_generable``); the validation file has a tenth as many.
+      episode_length: steps per episode of the published dataset (OGBench's
+        ``max_episode_steps`` in ``data_gen_scripts/commands.sh``).
+      obs_dim: width of the environment's observation (``observation_space.shape[0]``).
+      act_dim: width of its action (``action_space.shape[0]``); a test checks both against
+        the real environments, so datasets can be checked without building one.
+      paper_data: ``None`` where the paper trained on OGBench's standard files; otherwise the
+        larger dataset it used (e.g. ``'cube-quadruple-play-100m-v0'``, 100M transitions in
+        shards), so results on the standard files are not comparable with the paper's.
     """
 
     name: str
@@ -42,37 +50,45 @@ class Domain(NamedTuple):
     reward: str
     locally_generable: bool
     in_paper: bool
-    episodes: int | None
+    episodes: int
+    episode_length: int
+    obs_dim: int
+    act_dim: int
+    paper_data: str | None = None
 
 
-def _domain(name: str, reward: str, generable: bool, in_paper: bool, episodes: int | None):
+def _domain(name, reward, generable, in_paper, episodes, length, obs_dim, act_dim, big=False):
     env = name.rsplit("-", 1)[0]  # drop the dataset type ('play' / 'navigate')
-    return Domain(name, env, reward, generable, in_paper, episodes)
+    paper_data = f"{name}-100m-v0" if big else None
+    return Domain(
+        name, env, reward, generable, in_paper, episodes, length, obs_dim, act_dim, paper_data
+    )
 
 
-# Episode counts are OGBench's published 'play'/'navigate' dataset sizes (DESIGN.md, OGBench facts).
-# The paper trained cube-quadruple and puzzle-4x4 on 100M-transition datasets; the names here
-# refer to OGBench's standard files, so results on those two domains use less data than the paper.
+# Episode counts and lengths are OGBench's published 'play'/'navigate' dataset settings
+# (OGBench's data_gen_scripts/commands.sh; DESIGN.md, "OGBench facts"). The paper trained
+# cube-quadruple and puzzle-4x4 on 100M-transition datasets (`paper_data`), loaded in shards.
 DOMAINS: dict[str, Domain] = {
     d.name: d
     for d in [
-        # The QAM paper's ten domains.
-        _domain("antmaze-large-navigate", "dense", False, True, None),
-        _domain("antmaze-giant-navigate", "dense", False, True, None),
-        _domain("humanoidmaze-medium-navigate", "dense", False, True, None),
-        _domain("humanoidmaze-large-navigate", "dense", False, True, None),
-        _domain("cube-double-play", "dense", True, True, 1000),
-        _domain("cube-triple-play", "dense", True, True, 3000),
-        _domain("cube-quadruple-play", "dense", True, True, 5000),
-        _domain("scene-play", "sparse", True, True, 1000),
-        _domain("puzzle-3x3-play", "sparse", True, True, 1000),
-        _domain("puzzle-4x4-play", "sparse", True, True, 1000),
+        # The QAM paper's ten domains.  name, reward, generable, in paper, episodes x length,
+        # observation and action widths.
+        _domain("antmaze-large-navigate", "dense", False, True, 1000, 1001, 29, 8),
+        _domain("antmaze-giant-navigate", "dense", False, True, 500, 2001, 29, 8),
+        _domain("humanoidmaze-medium-navigate", "dense", False, True, 1000, 2001, 69, 21),
+        _domain("humanoidmaze-large-navigate", "dense", False, True, 1000, 2001, 69, 21),
+        _domain("cube-double-play", "dense", True, True, 1000, 1001, 37, 5),
+        _domain("cube-triple-play", "dense", True, True, 3000, 1001, 46, 5),
+        _domain("cube-quadruple-play", "dense", True, True, 5000, 1001, 55, 5, big=True),
+        _domain("scene-play", "sparse", True, True, 1000, 1001, 40, 5),
+        _domain("puzzle-3x3-play", "sparse", True, True, 1000, 1001, 55, 5),
+        _domain("puzzle-4x4-play", "sparse", True, True, 1000, 1001, 83, 5, big=True),
         # Locally generable extras: small, fast domains for CPU runs and the book.
-        _domain("cube-single-play", "dense", True, False, 1000),
-        _domain("pointmaze-medium-navigate", "dense", True, False, 1000),
-        _domain("pointmaze-large-navigate", "dense", True, False, 1000),
-        _domain("pointmaze-giant-navigate", "dense", True, False, 1000),
-        _domain("pointmaze-teleport-navigate", "dense", True, False, 1000),
+        _domain("cube-single-play", "dense", True, False, 1000, 1001, 28, 5),
+        _domain("pointmaze-medium-navigate", "dense", True, False, 1000, 1001, 2, 2),
+        _domain("pointmaze-large-navigate", "dense", True, False, 1000, 1001, 2, 2),
+        _domain("pointmaze-giant-navigate", "dense", True, False, 500, 2001, 2, 2),
+        _domain("pointmaze-teleport-navigate", "dense", True, False, 1000, 1001, 2, 2),
     ]
 }
 

@@ -68,3 +68,30 @@ def test_errors_name_the_fix(bad, fragment):
     with pytest.raises(TaskError, match=fragment):
         parse_task(bad)
     assert issubclass(TaskError, ValueError)
+
+
+def test_known_widths_are_the_environments():
+    """``DOMAINS`` widths (used to check datasets without building an env) match OGBench's."""
+    import warnings
+
+    for domain, info in DOMAINS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = gymnasium.make(parse_task(domain).env_name)
+        assert env.observation_space.shape == (info.obs_dim,), domain
+        assert env.action_space.shape == (info.act_dim,), domain
+        env.close()
+
+
+def test_published_dataset_sizes():
+    """OGBench's data_gen_scripts/commands.sh sizes; the paper's 100M domains are marked."""
+    sizes = {d: (i.episodes, i.episode_length) for d, i in DOMAINS.items()}
+    assert sizes["pointmaze-giant-navigate"] == (500, 2001)
+    assert sizes["antmaze-giant-navigate"] == (500, 2001)
+    assert sizes["humanoidmaze-medium-navigate"] == (1000, 2001)
+    assert sizes["cube-triple-play"] == (3000, 1001) and sizes["scene-play"] == (1000, 1001)
+    big = {d: i.paper_data for d, i in DOMAINS.items() if i.paper_data}
+    assert big == {
+        "cube-quadruple-play": "cube-quadruple-play-100m-v0",
+        "puzzle-4x4-play": "puzzle-4x4-play-100m-v0",
+    }
