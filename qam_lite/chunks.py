@@ -10,10 +10,10 @@ A chunk of horizon ``H`` starting at transition ``i`` of a ``qam_lite.datasets.l
     next_observations   next_observations[L],  L = min(i + H - 1, e_i)  (after the last valid step)
     discount            gamma^(sum_j valid[j])
 
-This is the published action-chunking convention: start indices are uniform over the whole dataset,
-and a chunk that runs past its episode end still takes its later actions from the following indices
-(the next episode, or the last transition at the dataset end) but marks them invalid, so losses
-weight them out. The critic target for a chunk is ``R_H + discount * masks * Q'(s', a')``: for a
+This is the published action-chunking convention: start indices are uniform over ``[0, N - H]``
+(the authors' ``sample_sequence``), and a chunk that runs past its episode end still takes its later
+actions from the following indices (the next episode) but marks them invalid, so losses weight
+them out. The critic target for a chunk is ``R_H + discount * masks * Q'(s', a')``: for a
 full chunk ``discount = gamma^H`` (DESIGN.md); for a chunk cut by an episode end (a time-out in
 OGBench, not a task terminal) ``s'`` is that episode's final observation and ``discount`` counts
 only the steps actually taken, which is the correct n-step target. Using ``gamma^H`` there instead
@@ -78,7 +78,7 @@ def chunks_at(data: dict, idxs: jax.Array, horizon: int, gamma: float, size=None
       idxs: ``(B,)`` int start indices in ``[0, size)``.
       horizon: chunk length ``H``.
       gamma: discount factor.
-      size: number of filled rows (default: all ``N``); indices past it are clamped to ``size - 1``.
+      size: number of filled rows (default: all ``N``); rows past it are never read.
 
     Returns:
       dict of ``observations (B, obs_dim)``, ``actions (B, H * act_dim)``, ``rewards (B,)``,
@@ -87,43 +87,56 @@ def chunks_at(data: dict, idxs: jax.Array, horizon: int, gamma: float, size=None
     """
     n = data["observations"].shape[0]
     last = n - 1 if size is None else jnp.asarray(size, jnp.int32) - 1
+    return chunks_from(lambda key, rows: data[key][rows], idxs, horizon, gamma, last)
+
+
+def chunks_from(take, idxs: jax.Array, horizon: int, gamma: float, last) -> dict:
+    """:func:`chunks_at` over any row store: ``take(key, rows)`` gathers rows of column ``key``
+    (``episode_end`` included); ``last`` is the last row that may be read (an episode still
+    running ends there). ``qam_lite.replay`` uses it on the dataset joined with online rows."""
     idxs = jnp.asarray(idxs, jnp.int32)
     steps = jnp.arange(horizon, dtype=jnp.int32)
-    # A growing buffer's last filled row ends the episode still being collected.
-    end = jnp.minimum(data["episode_end"][idxs], last)  # (B,)
+    end = jnp.minimum(take("episode_end", idxs), last)  # (B,)
     raw = idxs[:, None] + steps[None, :]  # (B, H)
     valid = raw <= end[:, None]
-    rows = jnp.minimum(raw, last)  # past the dataset end: repeat the last row (invalid anyway)
+    rows = jnp.minimum(raw, last)  # past the data's end: repeat the last row (invalid anyway)
 
     gammas = gamma ** steps.astype(jnp.float32)
-    rewards = jnp.sum(jnp.where(valid, gammas * data["rewards"][rows], 0.0), axis=1)
-    masks = jnp.min(jnp.where(valid, data["masks"][rows], 1.0), axis=1)
+    rewards = jnp.sum(jnp.where(valid, gammas * take("rewards", rows), 0.0), axis=1)
+    masks = jnp.min(jnp.where(valid, take("masks", rows), 1.0), axis=1)
     last_valid = jnp.minimum(idxs + horizon - 1, end)
     num_valid = jnp.sum(valid, axis=1)
-    actions = data["actions"][rows]  # (B, H, act_dim)
+    actions = take("actions", rows)  # (B, H, act_dim)
     return {
-        "observations": data["observations"][idxs],
+        "observations": take("observations", idxs),
         "actions": actions.reshape(actions.shape[0], -1),
         "rewards": rewards,
         "masks": masks,
         "valid": valid.astype(jnp.float32),
-        "next_observations": data["next_observations"][last_valid],
+        "next_observations": take("next_observations", last_valid),
         "discount": (gamma ** num_valid.astype(jnp.float32)).astype(jnp.float32),
     }
+
+
+def start_indices(key: jax.Array, batch_size: int, horizon: int, size) -> jax.Array:
+    """``(batch_size,)`` start indices uniform over ``[0, size - horizon]``, as the authors'
+    ``sample_sequence`` draws them: every chunk's ``H`` rows exist (a chunk still stops at its
+    episode's end, through ``valid``)."""
+    return jax.random.randint(key, (batch_size,), 0, size - horizon + 1)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "horizon"))
 def sample_chunks(
     data: dict, key: jax.Array, batch_size: int, horizon: int, gamma: float, size=None
 ) -> dict:
-    """A batch of ``batch_size`` chunks with start indices uniform over ``[0, size)``.
+    """A batch of ``batch_size`` chunks with start indices uniform over ``[0, size - H]``.
 
     ``size`` defaults to the dataset length; pass the filled size of a growing replay buffer.
     Shapes as in ``chunks_at``. Already jitted; also usable inside a larger jit/scan.
     """
     n = data["observations"].shape[0]
     high = n if size is None else size
-    idxs = jax.random.randint(key, (batch_size,), 0, high)
+    idxs = start_indices(key, batch_size, horizon, high)
     return chunks_at(data, idxs, horizon, gamma, size=size)
 
 

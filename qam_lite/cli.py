@@ -1,7 +1,8 @@
 """The ``qam-lite`` command line.
 
 Verbs: ``book`` (execute the book), ``generate`` (build a dataset locally with OGBench's oracles),
-``train`` (offline, optionally online; resumes automatically), ``evaluate`` (a saved run).
+``train`` (offline, optionally online; resumes automatically), ``evaluate`` (a saved run),
+``sweep`` (tasks x agents x seeds on submitit, local or SLURM), ``table`` (runs beside the paper).
 Errors a user can fix are reported in one line (exit 2), never as a traceback.
 
 The small CPU demo (about 2 + 4 minutes on 2 cores; 10k updates is far too few for the task to
@@ -24,62 +25,72 @@ class UserError(Exception):
 
 
 def _book(args: argparse.Namespace) -> None:
+    import os
+
     from qam_lite import book
 
     if args.sync:
         changed = book.sync()
         print(f"synced {len(changed)} chapter(s)")
         return
+    from qam_lite.atomic import WriteError
+
     try:
-        rows = book.build(
-            Path(args.out),
-            quick_mode=args.quick,
-            only=args.only,
-            force=args.force,
-            site=not args.no_site,
-        )
-    except ValueError as err:
+        run = book.build(Path(args.out), quick_mode=args.quick, only=args.only, force=args.force)
+    except (ValueError, WriteError) as err:  # no chapter matches; disk full, read-only --out
         raise UserError(str(err)) from err
-    total = sum(secs for _, secs in rows)
-    print(
-        f"book: {len(rows)} chapter(s) executed in {total:.0f} s -> {Path(args.out) / 'index.html'}"
-    )
-
-
-#: Named bundles of ``--set`` overrides. ``cpu-small``: small networks and a short schedule that
-#: train and evaluate on a 2-core CPU in a few minutes (not the paper's settings).
-PRESETS: dict[str, dict] = {
-    "cpu-small": {
-        "actor_hidden": (128, 128),
-        "critic_hidden": (128, 128),
-        "batch_size": 128,
-        "offline_steps": 10_000,
-        "eval_interval": 2_500,
-        "eval_episodes": 10,
-        "log_interval": 500,
-        "updates_per_call": 500,
-        "checkpoint_interval": 2_500,
-    },
-    "paper": {},
-}
+    except book.ChapterFailed as err:
+        raise UserError(f"{err}\nfix it and run the same command again") from err
+    except book.Interrupted as err:
+        print(f"qam-lite book: {err}")
+        raise
+    print(f"book: {run.summary()}")
+    for chapter, problems in run.problems.items():
+        print(f"book: warning: {chapter}: " + "; ".join(problems))
+    # The site executes the whole book: by default only for a whole-book run, and a failure
+    # (e.g. offline, where the theme cannot be downloaded) only warns; --site makes it required.
+    want = args.site if args.site is not None else not args.only
+    if not want:
+        return
+    theme = args.theme or os.environ.get("QAM_LITE_BOOK_THEME") or None
+    try:
+        index = book.build_site(
+            quick_mode=args.quick, theme=Path(theme) if theme else None, force=args.force
+        )
+    except book.SiteError as err:
+        if args.site:
+            raise UserError(f"site not built: {err}") from err
+        print(
+            f"book: site not built: {err}\nbook: the executed chapters above are complete; "
+            "offline, pass --theme DIR (a local copy of the book-theme template)"
+        )
+        return
+    print(f"book: site -> {index} (serve it: python -m http.server -d {index.parent})")
 
 
 @contextlib.contextmanager
 def user_errors():
     """Turn every error class a user can fix (task, config, data, checkpoint, divergence) into a
     one-line :class:`UserError`; the one place the CLI maps library errors."""
+    from qam_lite.atomic import WriteError
     from qam_lite.checkpoint import CheckpointError
     from qam_lite.config import ConfigError
     from qam_lite.datasets import DataError
+    from qam_lite.rundir import RunFolderError, RunMismatch
     from qam_lite.tasks import TaskError
-    from qam_lite.train import RunMismatch, TrainingDiverged
+    from qam_lite.train import TrainingDiverged
 
     try:
         yield
-    except (TaskError, ConfigError, DataError, CheckpointError, RunMismatch) as err:
+    except (TaskError, ConfigError, DataError, CheckpointError, RunMismatch, RunFolderError) as err:
         raise UserError(str(err)) from err
     except TrainingDiverged as err:  # logs and the last good checkpoint are already saved
         raise UserError(str(err)) from err
+    except WriteError as err:  # the file it was replacing is intact, no temporary file is left
+        raise UserError(
+            f"{err}; files already written are intact: fix this and run the same command again "
+            "(train resumes from its last checkpoint)"
+        ) from err
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -89,7 +100,7 @@ def _generate(args: argparse.Namespace) -> None:
         paths = generate(
             args.dataset,
             args.episodes,
-            args.dataset_dir or _default_data_dir(),
+            args.dataset_dir,
             seed=args.seed,
             workers=args.workers,
             episode_length=args.episode_length,
@@ -99,20 +110,17 @@ def _generate(args: argparse.Namespace) -> None:
     print("wrote " + " and ".join(str(p) for p in paths))
 
 
-def _default_data_dir() -> str:
-    from qam_lite.datasets import data_dir
-
-    return str(data_dir(None))
-
-
 def make_train_config(args: argparse.Namespace):
     """The run's Config from a ``train`` command line: task defaults, preset, then ``--set``."""
-    from qam_lite.config import make_config, parse_overrides
+    from qam_lite.config import PRESETS, make_config, parse_overrides
     from qam_lite.tasks import parse_task
 
     task = parse_task(args.task)
     overrides = dict(PRESETS[args.preset]) if args.preset else {}
     overrides.update(parse_overrides(args.set or []))
+    for key, where in (("task", "the first argument: qam-lite train TASK"), ("agent", "--agent")):
+        if key in overrides:
+            raise UserError(f"--set {key}=... is not accepted; give the {key} with {where}")
     if args.dataset_dir is not None:
         overrides["dataset_dir"] = str(Path(args.dataset_dir).expanduser().resolve())
     if args.download:
@@ -129,9 +137,15 @@ def _train(args: argparse.Namespace) -> None:
             _generate_if_missing(config, args.generate)
         out = Path(args.out) if args.out else Path("runs") / _run_name(config, args.preset)
         summary = train.train(
-            config, out, progress=not args.no_progress, stop_after=args.stop_after
+            config,
+            out,
+            progress=not args.no_progress,
+            stop_after=args.stop_after,
+            overwrite=args.overwrite,
         )
     print(train.summary_line(summary))
+    if summary["stopped_by"] == "signal":
+        raise KeyboardInterrupt  # checkpoint saved: main() says how to resume, exit 130
 
 
 def _run_name(config, preset: str | None) -> str:
@@ -149,6 +163,8 @@ def _generate_if_missing(config, episodes: int) -> None:
     train_path, val_path = datasets.dataset_paths(config.task, config.dataset_dir)
     if train_path.exists() and val_path.exists():
         return
+    if datasets.shard_folder(parse_task(config.task), datasets.data_dir(config.dataset_dir)):
+        return  # sharded (100M) data is used instead of the standard files
     print(f"generating {episodes} episodes of {parse_task(config.task).dataset} locally")
     generate(config.task, episodes, datasets.data_dir(config.dataset_dir), progress=True)
 
@@ -169,6 +185,38 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"mean success {100 * mean:.1f}% over {len(results)} seed(s)")
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; accepted: an integer >= 0")
+    return value
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from qam_lite import sweep
+
+    with user_errors():
+        try:
+            failed = sweep.run_cli(args)
+        except sweep.SweepError as err:
+            raise UserError(str(err)) from err
+    if failed:
+        raise UserError(f"{failed} job(s) failed; their stderr.log says why")
+
+
+def _table(args: argparse.Namespace) -> None:
+    from qam_lite import table
+
+    with user_errors():
+        try:
+            table.run_cli(args)
+        except table.TableError as err:
+            raise UserError(str(err)) from err
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -186,24 +234,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("book", help="execute every chapter and save it with its outputs")
     p.add_argument("--out", default="_build/book", help="folder for executed notebooks + HTML")
     p.add_argument("--quick", action="store_true", help="QAM_LITE_QUICK=1 (CI-sized work)")
-    p.add_argument("--only", nargs="*", help="run only chapters whose name contains these")
+    p.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only chapters whose name contains these"
+    )
     p.add_argument("--force", action="store_true", help="re-run chapters already executed")
-    p.add_argument("--no-site", action="store_true", help="skip the Jupyter Book 2 site build")
+    p.add_argument(
+        "--site",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="build the executed Jupyter Book 2 site in _build/html (default: tried, and only "
+        "a warning if it fails, when no --only is given; --site makes it required)",
+    )
+    p.add_argument(
+        "--theme",
+        metavar="DIR",
+        help="local copy of the book-theme site template, for offline site builds "
+        "(default: $QAM_LITE_BOOK_THEME, else downloaded)",
+    )
     p.add_argument("--sync", action="store_true", help="rewrite Colab cells and pair .ipynb files")
     p.set_defaults(func=_book)
 
     p = verbs.add_parser("generate", help="generate an OGBench dataset locally with its oracles")
     p.add_argument("dataset", help="dataset, domain or task name, e.g. cube-single-play-v0")
-    p.add_argument("--episodes", type=_positive_int, required=True, help="training episodes")
+    p.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="training episodes (default: published)",
+    )
     p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: CPUs)")
     p.add_argument("--dataset-dir", default=None, help="output folder (default ~/.ogbench/data)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--episode-length", type=_positive_int, default=1001)
-    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument(
+        "--episode-length", type=_positive_int, default=None, help="default: published (1001/2001)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing files (e.g. a damaged one)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_generate)
 
-    from qam_lite.config import AGENTS
+    from qam_lite.config import AGENTS, PRESETS
 
     p = verbs.add_parser(
         "train", help="train an agent offline (then online with --set online_steps=N)"
@@ -224,7 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="if the dataset is missing, generate N episodes locally first",
     )
-    p.add_argument("--stop-after", type=int, default=None, help="stop (resumably) at this step")
+    p.add_argument(
+        "--stop-after",
+        type=_non_negative_int,
+        metavar="STEP",
+        default=None,
+        help="stop (resumably) once this step is reached",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard the results already in --out (another configuration's, or this one's)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 
@@ -233,6 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=None, help="default: the run's")
     p.add_argument("--seed", type=int, default=10_000, help="evaluation seed")
     p.set_defaults(func=_evaluate)
+
+    from qam_lite import sweep, table
+
+    p = verbs.add_parser("sweep", help="run tasks x agents x seeds (local processes or SLURM)")
+    sweep.add_arguments(p)
+    p.set_defaults(func=_sweep)
+
+    p = verbs.add_parser("table", help="our runs beside the paper's numbers (md, csv, tex, png)")
+    table.add_arguments(p)
+    p.set_defaults(func=_table)
     return parser
 
 

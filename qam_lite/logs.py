@@ -1,8 +1,11 @@
 """Run logs: append-only CSV tables, atomic JSON files, provenance, and the learning-curve figure.
 
 A run folder holds ``metrics.csv`` (training losses and Q statistics), ``eval.csv`` (success rate
-per evaluation), ``config.json``, ``provenance.json`` and ``curve.png``. On resume the CSVs are cut
-back to the checkpoint's step (:func:`truncate_csv`) so no row is ever written twice.
+per evaluation), ``config.json``, ``provenance.json`` and ``curve.png``. Every write is atomic
+(:mod:`qam_lite.atomic`): a CSV row is added by rewriting the table through a temporary file, so
+a kill never leaves a torn row (and a torn row left by anything else is skipped when read). On
+resume the CSVs are cut back to the checkpoint's step (:func:`truncate_csv`) so no row is ever
+written twice.
 """
 
 from __future__ import annotations
@@ -18,34 +21,51 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qam_lite.checkpoint import atomic_write_bytes
+from qam_lite.atomic import fsync_dir, write_bytes
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(Path(path), (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _complete_lines(path: Path) -> str:
+    """The file's text up to its last complete line (a row torn by a kill is dropped)."""
+    if not path.exists():
+        return ""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return text
+
+
+def _rows_text(fields: Sequence[str], rows: Sequence[Mapping[str, Any]], header: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+    return buf.getvalue()
 
 
 def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Append ``rows`` to a CSV file, writing the header (the first row's keys) if it is new.
+    """Add ``rows`` to a CSV file (header = the first row's keys if the file is new), atomically.
 
-    Columns are fixed by the header: keys a later row lacks are left empty, new keys are dropped.
+    The whole file is rewritten through a temporary file and a rename, so a kill mid-write
+    leaves the previous table, never a torn row. Columns are fixed by the header: keys a later
+    row lacks are left empty, new keys are dropped.
     """
     if not rows:
         return
     path = Path(path)
-    new = not path.exists() or path.stat().st_size == 0
-    if new:
-        fields = list(rows[0])
+    text = _complete_lines(path)
+    if text:
+        fields = next(csv.reader(io.StringIO(text)))
+        text += _rows_text(fields, rows, header=False)
     else:
-        with open(path, newline="") as f:
-            fields = next(csv.reader(f))
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        text = _rows_text(list(rows[0]), rows, header=True)
+    write_bytes(path, text.encode())
 
 
 def _fmt(value: Any) -> Any:
@@ -54,29 +74,46 @@ def _fmt(value: Any) -> Any:
     return value
 
 
+def _is_complete(row: Mapping[str, Any], fields: Sequence[str]) -> bool:
+    if None in row or any(row.get(k) is None for k in fields):
+        return False  # too many or too few fields: a torn or foreign line
+    try:
+        float(row["step"])
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
 def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """All rows of a CSV file as dicts of strings (empty list if the file does not exist)."""
-    path = Path(path)
-    if not path.exists():
+    """The complete rows of a CSV file as dicts of strings (empty list if there is no file).
+
+    A torn last line (no newline: the writer was killed mid-row, by an older version or another
+    tool) and rows with a missing field or an unreadable ``step`` are skipped.
+    """
+    text = _complete_lines(Path(path))
+    if not text:
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    reader = csv.DictReader(io.StringIO(text))
+    fields = reader.fieldnames or []
+    return [row for row in reader if _is_complete(row, fields)]
 
 
 def truncate_csv(path: str | Path, step: int) -> int:
-    """Drop rows whose ``step`` column exceeds ``step`` (atomically); return rows kept."""
+    """Keep only complete rows whose ``step`` is ``<= step`` (atomically); return rows kept.
+
+    A file that holds no kept row is deleted, so a rerun starts it afresh with its header.
+    """
     path = Path(path)
     if not path.exists():
         return 0
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        keep = [row for row in reader if int(float(row["step"])) <= step]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(keep)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    text = _complete_lines(path)
+    fields = next(csv.reader(io.StringIO(text)), []) if text else []
+    keep = [r for r in read_rows(path) if int(float(r["step"])) <= step]
+    if not keep:
+        path.unlink()
+        fsync_dir(path.parent)
+        return 0
+    write_bytes(path, _rows_text(fields, keep, header=True).encode())
     return len(keep)
 
 
@@ -162,5 +199,5 @@ def plot_curve(eval_csv: str | Path, out_png: str | Path, *, title: str = "") ->
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    atomic_write_bytes(Path(out_png), buf.getvalue())
+    write_bytes(Path(out_png), buf.getvalue())
     return Path(out_png)

@@ -1,39 +1,55 @@
 """The training loop: offline updates, optional online fine-tuning, evaluation, logs, checkpoints.
 
-``train(config, out_dir)`` runs one configuration (all ``num_seeds`` seeds vmapped on one device)
-and leaves a run folder::
-
-    config.json        the Config (resuming requires the same one)
-    provenance.json    command, commit, device, JAX version, data source, seeds, date
-    metrics.csv        step, seed, phase, losses and Q statistics (every ``log_interval`` steps)
-    eval.csv           step, seed, phase, success_rate, episode_return, episodes
-    curve.png          success rate against step, per seed and the mean
-    checkpoint.npz     agent states, step, phase, online progress (written atomically)
-    summary.json       the final numbers
+``train(config, out_dir)`` runs one configuration, all ``num_seeds`` seeds vmapped on one device,
+and leaves a run folder (files listed in :mod:`qam_lite.rundir`). Read top to bottom:
+:func:`train` sets up and resumes, :func:`offline_phase` and :func:`online_phase` are the loops.
 
 **Offline phase.** The dataset lives on the device; each compiled call runs ``n`` updates with
 ``lax.scan`` (batches sampled inside the call), vmapped over seeds. ``n`` divides every interval,
 so evaluations, logs and checkpoints fall on exact steps.
 
-**Online phase** (``online_steps > 0``, one seed). A fixed-capacity replay buffer on the device
-holds the dataset followed by the online transitions (the same chunk sampler reads it, given the
-filled size). The agent acts once per chunk; the ``H`` actions run open loop; each environment step
-adds a transition and adds one pending update, run ``H`` at a time. Episode ``e`` resets with a
-seed derived from ``(seed, e)``.
+**Sharded data** (a ``<domain>-100m-v0`` shard folder, see :class:`qam_lite.datasets.ShardCycle`):
+as the authors' loader, training moves to the next shard every ``datasets.SHARD_INTERVAL`` updates,
+cycling. One shard is on the device at a time, swapped between compiled calls: ``n`` also divides
+the interval, and a call uses the shard of its first update ``u``, ``(u // interval) % shards``.
+With ``n > 1`` shard ``k`` thus trains updates ``k * interval + 1 .. (k + 1) * interval``, where
+the authors' loop switches one update earlier (``k * interval .. (k + 1) * interval - 1``; with
+``updates_per_call=1`` the two are the same). The shard is a function of the step, so a resumed
+run reads the same shards. Shards of unequal size cost one more compilation per size (results
+are unaffected). The run counts as cycled (paper-comparable data) when its offline updates reach
+every shard. The online phase's replay buffer starts from the first shard and does not cycle.
 
-**Determinism and resume.** Every random draw derives from ``(seed, step)`` (``fold_in``), and
-environments reset from ``(seed, episode)``, so a run interrupted and resumed from its checkpoint
-writes the same rows as one that never stopped. Offline checkpoints fall on call boundaries;
-online ones on episode boundaries (an interrupt mid-episode saves the state at that episode's
-start: at most one episode is redone, identically). On resume the CSVs are cut back to the
-checkpoint's step, so nothing is logged twice.
+**Online phase** (``online_steps > 0``, as the authors' ``main.py``). Each seed has its own
+environment; all seeds step in lockstep, one environment step each per loop iteration. A seed
+asks its policy for an action chunk when its previous chunk is used up (or its episode ended)
+and runs the ``H`` actions open loop. Every transition goes into that seed's replay buffer
+(:mod:`qam_lite.replay`: the dataset followed by a ring of ``online_buffer_size`` online rows).
+From environment step ``start_training`` on (the authors' ``i >= start_training``; 5,000 by
+default), every environment step is followed by one update of every seed, on batches from its
+own buffer. ``step`` counts offline updates plus environment steps.
+
+**Interrupts.** The first Ctrl-C (SIGINT) or SIGTERM does not stop the program mid-step: the
+running compiled call (offline) or environment step (online) is finished and logged, a
+checkpoint is saved, and :func:`train` returns with ``summary['interrupted']``. A second one
+stops at once (``KeyboardInterrupt``); nothing is saved then, and nothing needs to be.
+
+**Resume.** Every random draw derives from ``(seed, step)`` (``fold_in``) and every environment
+reset from ``(seed, episode)``, so the work after a checkpoint is the same whenever it is done.
+The CSV rows of a step are written before that step's checkpoint, and a resumed run first cuts
+the CSVs back to its checkpoint's step: after a kill at any moment (even mid-save: every write is
+atomic) a rerun of the same command writes the same ``metrics.csv`` and ``eval.csv``, byte for
+byte, as a run that never stopped. Online, a checkpoint also holds every seed's buffer, action
+queue and the actions of its running episode; resuming replays those actions in a freshly reset
+environment (MuJoCo is deterministic) and checks the observation it reaches.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,14 +58,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qam_lite import agents, datasets, envpool, logs, replay, rundir
 from qam_lite import checkpoint as ckpt
-from qam_lite import logs
-from qam_lite.config import Config, from_dict, to_dict
-
-CHECKPOINT = "checkpoint.npz"
-#: Config fields that say where data comes from, not what is trained: a run may resume with
-#: them changed (e.g. the dataset folder moved).
-WHERE_NOT_WHAT = frozenset({"dataset_dir", "download"})
+from qam_lite import evaluate as evaluation
+from qam_lite.chunks import to_device
+from qam_lite.config import Config, to_dict
+from qam_lite.rundir import (
+    CHECKPOINT,
+    Run,
+    RunFolderError,
+    RunMismatch,
+    init_states,
+    load_run,
+    seed_keys,
+    step_keys,
+    take_seed,
+)
+from qam_lite.tasks import parse_task
+from qam_lite.update import make_multi_update
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,34 +86,12 @@ class TrainingDiverged(RuntimeError):
         self.step = step
 
 
-class RunMismatch(ValueError):
-    """``out_dir`` holds a checkpoint of a different configuration."""
-
-
-# --------------------------------------------------------------------------------------------
-# Small pieces
-
-
-def seed_keys(config: Config) -> jax.Array:
-    """``(num_seeds, 2)`` base keys; seed ``i`` is ``PRNGKey(config.seed + i)``, so seed ``i`` of
-    a multi-seed run draws the same numbers as a one-seed run with seed ``config.seed + i``."""
-    return jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
-
-
-def step_keys(bases: jax.Array, stream: int, step: int) -> jax.Array:
-    """Per-seed keys ``fold_in(fold_in(base, stream), step)``: 0 init, 1 updates, 2 acting."""
-    return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, stream), step))(bases)
-
-
-def init_states(agent, config: Config):
-    """Agent states of every seed, stacked on a leading ``num_seeds`` axis."""
-    return jax.jit(jax.vmap(agent.init))(step_keys(seed_keys(config), 0, 0))
-
-
-def call_size(config: Config) -> int:
-    """Updates per compiled call: ``updates_per_call`` cut down to divide every interval."""
+def call_size(config: Config, shard_interval: int | None = None) -> int:
+    """Updates per compiled call: ``updates_per_call`` cut down to divide every interval (and
+    ``shard_interval``, the updates per shard of sharded data, if given)."""
     n = config.updates_per_call
-    for interval in (config.eval_interval, config.checkpoint_interval, config.log_interval):
+    intervals = (config.eval_interval, config.checkpoint_interval, config.log_interval)
+    for interval in (*intervals, shard_interval or 0):
         n = math.gcd(n, interval)
     return math.gcd(n, config.offline_steps) if config.offline_steps else n
 
@@ -97,9 +101,9 @@ def eval_seed(config: Config, seed_index: int, step: int) -> int:
     return (config.seed + seed_index + 1) * 7919 + step
 
 
-def take_seed(states, i: int):
-    """Seed ``i``'s state out of a stacked (vmapped) one."""
-    return jax.tree.map(lambda x: x[i], states)
+def online_episode_seed(config: Config, seed_index: int, episode: int) -> int:
+    """Reset seed of online episode ``episode`` of seed ``seed_index``."""
+    return evaluation.episode_seed(config.seed + seed_index + 1_000_000, episode)
 
 
 def to_sparse(rewards):
@@ -107,18 +111,156 @@ def to_sparse(rewards):
     return -(np.asarray(rewards) != 0).astype(np.float32)
 
 
+# --------------------------------------------------------------------------------------------
+# The run's fixed parts and its bookkeeping
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM handler for the duration of a run: the first signal asks the loop to stop
+    at its next step boundary (``requested``), a second raises ``KeyboardInterrupt`` at once.
+    Outside the main thread (where handlers cannot be installed) Ctrl-C stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\ninterrupted: finishing the current step, then saving a checkpoint "
+            "(interrupt again to stop at once and resume from the last checkpoint)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.previous[s] = signal.getsignal(s)
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+class _Context:
+    """What every part of the loop reads: config, folder, data, agent, keys, and the small
+    bookkeeping of logs, evaluations and checkpoints."""
+
+    def __init__(self, config, out, task, dataset, source, fingerprint, stop_after, interrupts):
+        self.config, self.out, self.task = config, out, task
+        self.dataset, self.source, self.fingerprint = dataset, source, fingerprint
+        self.stop_after, self.interrupts = stop_after, interrupts
+        self.obs_dim = int(dataset["observations"].shape[-1])
+        self.action_dim = int(dataset["actions"].shape[-1])
+        self.agent = agents.make_agent(config, self.obs_dim, self.action_dim)
+        self.bases = seed_keys(config)
+        self.shards: datasets.ShardCycle | None = None  # sharded data: the offline phase cycles
+        self.eval_envs = None
+        self.bar = None
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0
+        self.saved_step: int | None = None
+        self.stopped_by: str | None = None
+
+    def total_steps(self) -> int:
+        return self.config.offline_steps + self.config.online_steps
+
+    def should_stop(self, step: int) -> bool:
+        """Whether to stop (resumably) before the work of ``step + 1``."""
+        if self.interrupts.requested:
+            self.stopped_by = "signal"
+        elif self.stop_after is not None and step >= self.stop_after:
+            self.stopped_by = "stop_after"
+        return self.stopped_by is not None
+
+    def save(self, states, step: int, phase: str, extras=None, online=None) -> None:
+        meta = {
+            "step": int(step),
+            "phase": phase,
+            "config": to_dict(self.config),
+            "obs_dim": self.obs_dim,
+            "action_dim": self.action_dim,
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
+            "key_schedule": "fold_in(fold_in(PRNGKey(seed + i), stream), step)",
+            "data_fingerprint": self.fingerprint,
+            "data_path": self.source.get("path"),
+        }
+        if online is not None:
+            meta["online"] = online
+        ckpt.save(self.out / CHECKPOINT, {"states": states}, meta, extras)
+        self.saved_step = int(step)
+
+    def log_metrics(self, step: int, phase: str, metrics: dict, states) -> None:
+        """One ``metrics.csv`` row per seed; raises :class:`TrainingDiverged` on NaN/inf."""
+        c = self.config
+        names = [k for k in metrics if not k.startswith("last/")]
+        rows = [
+            {"step": step, "seed": c.seed + i, "phase": phase}
+            | {k: float(np.asarray(metrics[k])[i]) for k in names}
+            for i in range(c.num_seeds)
+        ]
+        logs.append_rows(self.out / "metrics.csv", rows)
+        if _nonfinite(metrics):
+            raise self.diverged(states, step, phase)
+
+    def evaluate(self, states, step: int, phase: str) -> None:
+        """Evaluate every seed; one ``eval.csv`` row per seed; redraw ``curve.png``."""
+        c = self.config
+        if self.eval_envs is None:
+            self.eval_envs = evaluation.make_envs(self.task, c.eval_episodes)
+        rows = []
+        for i in range(c.num_seeds):
+            res = evaluation.evaluate(
+                self.agent,
+                take_seed(states, i),
+                self.task,
+                c.eval_episodes,
+                eval_seed(c, i, step),
+                envs=self.eval_envs,
+            )
+            rows.append(
+                {"step": step, "seed": c.seed + i, "phase": phase}
+                | {k: res[k] for k in ("success_rate", "episode_return", "episode_length")}
+                | {"episodes": res["episodes"]}
+            )
+        logs.append_rows(self.out / "eval.csv", rows)
+        title = f"{c.agent.upper()} on {self.task.name}"
+        logs.plot_curve(self.out / "eval.csv", self.out / "curve.png", title=title)
+        if self.bar is not None:
+            mean = np.mean([r["success_rate"] for r in rows])
+            self.bar.set_postfix_str(f"success {100 * mean:.0f}% @ {step}")
+
+    def diverged(self, states, step: int, phase: str) -> TrainingDiverged:
+        path = self.out / "diverged.npz"
+        if not _deleted(states):
+            ckpt.save(path, {"states": states}, {"step": step, "phase": phase})
+        where = (
+            f"the last good checkpoint is at step {self.saved_step}"
+            if self.saved_step is not None
+            else "no checkpoint was reached before it"
+        )
+        return TrainingDiverged(
+            f"a loss became NaN/inf by step {step} ({phase}); training stopped, logs kept in "
+            f"{self.out}, the diverged state saved to {path.name}, {where}. Try a lower lr or tau.",
+            step,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.eval_envs is not None and hasattr(self.eval_envs, "close"):
+            self.eval_envs.close()
+
+
 def _deleted(tree) -> bool:
     return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree_util.tree_leaves(tree))
-
-
-def _metric_rows(step: int, phase: str, config: Config, metrics: dict) -> list[dict]:
-    """One CSV row per seed from seed-stacked per-call metrics (``last/*`` values dropped)."""
-    names = [k for k in metrics if not k.startswith("last/")]
-    return [
-        {"step": step, "seed": config.seed + i, "phase": phase}
-        | {k: float(np.asarray(metrics[k])[i]) for k in names}
-        for i in range(config.num_seeds)
-    ]
 
 
 def _nonfinite(metrics: dict) -> bool:
@@ -128,431 +270,7 @@ def _nonfinite(metrics: dict) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Replay buffer (online phase): the dataset followed by online rows, fixed capacity, on device
-
-_ROW_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
-
-
-def make_buffer(train: dict, online_rows: dict | None, capacity: int) -> tuple[dict, int]:
-    """``(buffer, size)``: dataset, completed online episodes, then ``capacity`` spare rows.
-
-    ``episode_end`` is computed over the whole array: spare rows point at the array's end, which
-    ``chunks_at`` caps at the filled ``size - 1`` (the running episode ends where the data ends).
-    """
-    from qam_lite.chunks import episode_ends
-
-    parts = {k: [np.asarray(train[k], np.float32)] for k in _ROW_KEYS}
-    parts["terminals"][0] = parts["terminals"][0].copy()
-    parts["terminals"][0][-1] = 1.0  # the dataset's last episode ends with the dataset
-    for k in _ROW_KEYS:
-        if online_rows is not None and len(online_rows[k]):
-            parts[k].append(np.asarray(online_rows[k], np.float32))
-    size = sum(len(p) for p in parts["observations"])
-    buffer = {}
-    for k in _ROW_KEYS:
-        x = np.concatenate(parts[k])
-        buffer[k] = jnp.asarray(np.concatenate([x, np.zeros((capacity, *x.shape[1:]), np.float32)]))
-    buffer["episode_end"] = episode_ends(buffer["terminals"])
-    return buffer, size
-
-
-def _add_row(buffer: dict, index, row: dict, episode_start) -> dict:
-    out = dict(buffer)
-    for k, v in row.items():
-        out[k] = jax.lax.dynamic_update_index_in_dim(buffer[k], v.astype(jnp.float32), index, 0)
-    # When the row ends its episode, every row of that episode now ends here.
-    idx = jnp.arange(buffer["episode_end"].shape[0])
-    in_episode = (idx >= episode_start) & (idx <= index) & (row["terminals"] > 0)
-    out["episode_end"] = jnp.where(in_episode, index, buffer["episode_end"]).astype(jnp.int32)
-    return out
-
-
-add_row = jax.jit(_add_row, donate_argnums=(0,))
-
-
-# --------------------------------------------------------------------------------------------
-# A run folder
-
-
-@dataclasses.dataclass
-class Run:
-    """A saved run: its config, agent and latest checkpointed states (for ``evaluate``)."""
-
-    config: Config
-    agent: Any
-    states: Any
-    step: int
-    phase: str
-    meta: dict
-
-    def seed_state(self, i: int):
-        return take_seed(self.states, i)
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Load ``run_dir/checkpoint.npz`` with its config (raises ``CheckpointError`` if absent)."""
-    from qam_lite.agents import make_agent
-
-    path = Path(run_dir) / CHECKPOINT
-    if not path.exists():
-        raise ckpt.CheckpointError(
-            f"{run_dir} has no {CHECKPOINT}; accepted: a run folder written by `qam-lite train`"
-        )
-    meta = ckpt.read_meta(path)
-    config = from_dict(meta["config"])
-    agent = make_agent(config, meta["obs_dim"], meta["action_dim"])
-    states, meta = ckpt.load(path, {"states": init_states(agent, config)})
-    return Run(config, agent, states["states"], meta["step"], meta["phase"], meta)
-
-
-def check_resumable(config: Config, out_dir: Path) -> dict | None:
-    """The checkpoint header in ``out_dir`` if there is one for ``config``; None if none.
-
-    Raises :class:`RunMismatch` naming the differing settings if the saved config differs.
-    """
-    path = out_dir / CHECKPOINT
-    if not path.exists():
-        return None
-    meta = ckpt.read_meta(path)
-    saved, wanted = meta.get("config", {}), to_dict(config)
-    keys = (set(saved) | set(wanted)) - WHERE_NOT_WHAT
-    diff = sorted(k for k in keys if saved.get(k) != wanted.get(k))
-    if diff:
-        changes = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {wanted.get(k)!r}" for k in diff)
-        raise RunMismatch(
-            f"{out_dir} holds a run with a different configuration ({changes}); use another --out "
-            "folder, or the same settings to resume it"
-        )
-    return meta
-
-
-# --------------------------------------------------------------------------------------------
-# The loop
-
-
-class _Trainer:
-    """State of one ``train`` call; methods are the loop's steps (see :func:`train`)."""
-
-    def __init__(self, config: Config, out_dir: Path, progress: bool, stop_after: int | None):
-        self.config, self.out, self.stop_after = config, out_dir, stop_after
-        self.paths = {
-            name: out_dir / name
-            for name in ("metrics.csv", "eval.csv", "config.json", "provenance.json", "curve.png")
-        }
-        self.envs = None
-        self.bar = None
-        self.started = time.perf_counter()
-        self.elapsed_before = 0.0
-
-    # -- setup ---------------------------------------------------------------------------------
-    def setup(self, data: tuple | None):
-        from qam_lite import datasets
-        from qam_lite.agents import make_agent
-        from qam_lite.tasks import parse_task
-
-        c = self.config
-        self.task = parse_task(c.task)
-        if c.online_steps and c.num_seeds != 1:
-            raise RunMismatch(
-                f"num_seeds={c.num_seeds} with online_steps={c.online_steps}: online fine-tuning "
-                "runs one seed per process; accepted: num_seeds=1 when online_steps > 0"
-            )
-        if c.online_steps > c.online_buffer_size:
-            raise RunMismatch(
-                f"online_steps={c.online_steps} exceeds online_buffer_size={c.online_buffer_size}; "
-                "accepted: online_steps <= online_buffer_size (the buffer does not wrap around)"
-            )
-        self.meta = check_resumable(c, self.out)
-        if data is None:
-            env, train, _ = datasets.load(self.task, c.dataset_dir, download=c.download)
-            try:
-                source = datasets.provenance(self.task, c.dataset_dir)
-            except datasets.DataError:
-                source = {"source": "unknown"}
-            source["path"] = str(datasets.dataset_paths(self.task, c.dataset_dir)[0])
-        else:
-            env, train = data[0], data[1]
-            source = {"source": "given in memory"}
-        self.env, self.train = env, dict(train)
-        if c.sparse_reward:
-            self.train["rewards"] = to_sparse(self.train["rewards"])
-        self.obs_dim = int(self.train["observations"].shape[-1])
-        self.action_dim = int(self.train["actions"].shape[-1])
-        self.agent = make_agent(c, self.obs_dim, self.action_dim)
-        self.bases = seed_keys(c)
-        self.out.mkdir(parents=True, exist_ok=True)
-        logs.write_json(self.paths["config.json"], to_dict(c))
-        prov = logs.provenance(
-            task=self.task.name,
-            agent=c.agent,
-            seeds=[c.seed + i for i in range(c.num_seeds)],
-            data=source,
-            transitions=int(len(self.train["observations"])),
-        )
-        path = self.paths["provenance.json"]
-        if self.meta is not None and path.exists():
-            # Keep the run's original record; add this session to its resumptions.
-            first = json.loads(path.read_text())
-            resumes = first.setdefault("resumed", [])
-            resumes.append(
-                {"from_step": self.meta["step"]}
-                | {k: prov[k] for k in ("command", "git_commit", "device", "date")}
-            )
-            prov = first
-        logs.write_json(path, prov)
-        self.data_source = source
-
-    def total_steps(self) -> int:
-        return self.config.offline_steps + self.config.online_steps
-
-    # -- checkpoints and logs ------------------------------------------------------------------
-    def save(self, states, step: int, phase: str, extras=None, **more) -> None:
-        meta = {
-            "step": int(step),
-            "phase": phase,
-            "config": to_dict(self.config),
-            "obs_dim": self.obs_dim,
-            "action_dim": self.action_dim,
-            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
-            "key_schedule": "fold_in(fold_in(PRNGKey(seed + i), stream), step)",
-            **more,
-        }
-        ckpt.save(self.out / CHECKPOINT, {"states": states}, meta, extras)
-
-    def restore(self, states_template):
-        states, meta = ckpt.load(self.out / CHECKPOINT, {"states": states_template})
-        extras = ckpt.load_extras(self.out / CHECKPOINT)
-        self.elapsed_before = float(meta.get("elapsed", 0.0))
-        keep = meta["step"] if not meta.get("redo_step") else meta["step"] - 1
-        for name in ("metrics.csv", "eval.csv"):
-            logs.truncate_csv(self.paths[name], keep)
-        return states["states"], meta, extras
-
-    def evaluate(self, states, step: int, phase: str) -> list[dict]:
-        from qam_lite.evaluate import evaluate, make_envs
-
-        c = self.config
-        if self.envs is None:
-            self.envs = make_envs(self.task, c.eval_episodes)
-        rows = []
-        for i in range(c.num_seeds):
-            res = evaluate(
-                self.agent,
-                take_seed(states, i),
-                self.task,
-                c.eval_episodes,
-                eval_seed(c, i, step),
-                envs=self.envs,
-            )
-            rows.append(
-                {
-                    "step": step,
-                    "seed": c.seed + i,
-                    "phase": phase,
-                    "success_rate": res["success_rate"],
-                    "episode_return": res["episode_return"],
-                    "episode_length": res["episode_length"],
-                    "episodes": res["episodes"],
-                }
-            )
-        logs.append_rows(self.paths["eval.csv"], rows)
-        logs.plot_curve(self.paths["eval.csv"], self.paths["curve.png"], title=self._title())
-        if self.bar is not None:
-            mean = np.mean([r["success_rate"] for r in rows])
-            self.bar.set_postfix_str(f"success {100 * mean:.0f}% @ {step}")
-        return rows
-
-    def _title(self) -> str:
-        return f"{self.config.agent.upper()} on {self.task.name}"
-
-    def diverged(self, states, step: int, phase: str) -> TrainingDiverged:
-        path = self.out / "diverged.npz"
-        if not _deleted(states):
-            ckpt.save(path, {"states": states}, {"step": step, "phase": phase})
-        last = (
-            ckpt.read_meta(self.out / CHECKPOINT)["step"]
-            if (self.out / CHECKPOINT).exists()
-            else None
-        )
-        where = (
-            f"the last good checkpoint is at step {last}"
-            if last is not None
-            else ("no checkpoint was reached before it")
-        )
-        return TrainingDiverged(
-            f"a loss became NaN/inf by step {step} ({phase}); training stopped, logs kept in "
-            f"{self.out}, the diverged state saved to {path.name}, {where}. Try a lower lr or tau.",
-            step,
-        )
-
-    # -- offline phase -------------------------------------------------------------------------
-    def offline(self, states, step: int, pending: dict | None):
-        from qam_lite.chunks import to_device
-        from qam_lite.update import make_multi_update
-
-        c = self.config
-        n = call_size(c)
-        data = to_device(self.train)
-        multi = make_multi_update(self.agent, c, n, seeds=True)
-
-        def phase_after(step: int) -> str:
-            if step < c.offline_steps:
-                return "offline"
-            return "online" if c.online_steps else "done"
-
-        def after_call(step: int, metrics: dict) -> None:
-            # Everything a step boundary owes: logs, evaluation, checkpoint (in this order, so a
-            # checkpoint never precedes the rows it implies).
-            if step % c.log_interval == 0 or step == c.offline_steps:
-                rows = _metric_rows(step, "offline", c, metrics)
-                logs.append_rows(self.paths["metrics.csv"], rows)
-            if step % c.eval_interval == 0 or step == c.offline_steps:
-                self.evaluate(states, step, "offline")
-            if step % c.checkpoint_interval == 0 or step == c.offline_steps:
-                self.save(states, step, phase_after(step))
-
-        self._last_metrics = pending
-        done_step = step if pending is None else None
-        try:
-            if pending is not None:  # resumed from an interrupt that fell between call and logs
-                after_call(step, pending)
-                done_step = step
-            while step < c.offline_steps:
-                if self.stop_after is not None and step >= self.stop_after:
-                    self.save(states, step, phase_after(step))
-                    return states, step, True
-                keys = step_keys(self.bases, 1, step)
-                states, metrics = multi(states, data, keys, None)
-                step += n
-                done_step = None
-                metrics = jax.device_get(metrics)
-                if _nonfinite(metrics):
-                    logs.append_rows(
-                        self.paths["metrics.csv"], _metric_rows(step, "offline", c, metrics)
-                    )
-                    raise self.diverged(states, step, "offline")
-                self._last_metrics = metrics
-                after_call(step, metrics)
-                done_step = step
-                if self.bar is not None:
-                    self.bar.update(n)
-        except KeyboardInterrupt:
-            if not _deleted(states):
-                last = self._last_metrics
-                redo = done_step != step and last is not None
-                rows = {k: np.asarray(v).tolist() for k, v in last.items()} if redo else None
-                # A pending redo keeps the phase 'offline' so resuming re-enters this loop.
-                self.save(
-                    states,
-                    step,
-                    "offline" if redo else phase_after(step),
-                    redo_step=redo,
-                    pending_metrics=rows,
-                )
-            raise
-        return states, step, False
-
-    # -- online phase --------------------------------------------------------------------------
-    def online(self, states, step: int, meta: dict | None, extras: dict):
-        from qam_lite.evaluate import episode_seed, reset_env
-
-        c = self.config
-        capacity = c.online_steps
-        online = meta.get("online", {}) if meta else {}
-        rows = {k: extras[k] for k in _ROW_KEYS} if extras else None
-        buffer, size = make_buffer(self.train, rows, capacity)
-        env_steps = int(online.get("env_steps", step - c.offline_steps))
-        episode = int(online.get("episode", 0))
-        n_data = len(self.train["observations"])
-        update = make_multi_update_one(self.agent, c)
-        act = jax.jit(lambda s, o, k: self.agent.act(take_seed(s, 0), o, k))
-        sparse = c.sparse_reward or self.task.reward == "sparse"
-
-        def snapshot():
-            return {
-                "states": jax.tree.map(jnp.copy, states),
-                "step": step,
-                "env_steps": env_steps,
-                "episode": episode,
-                "size": size,
-            }
-
-        def save_snapshot(snap) -> None:
-            host = {k: np.asarray(buffer[k][n_data : snap["size"]]) for k in _ROW_KEYS}
-            phase = "online" if snap["env_steps"] < c.online_steps else "done"
-            self.save(
-                snap["states"],
-                snap["step"],
-                phase,
-                extras=host,
-                online={"env_steps": snap["env_steps"], "episode": snap["episode"]},
-            )
-
-        snap = snapshot()
-        metrics = None
-        next_ckpt = (step // c.checkpoint_interval + 1) * c.checkpoint_interval
-        try:
-            while env_steps < c.online_steps:
-                if self.stop_after is not None and step >= self.stop_after:
-                    save_snapshot(snap)
-                    return states, step, True
-                obs, _ = reset_env(self.env, episode_seed(c.seed + 1_000_000, episode))
-                episode_start, done = size, False
-                while not done and env_steps < c.online_steps:
-                    chunk = act(states, jnp.asarray(obs[None]), step_keys(self.bases, 2, step)[0])
-                    chunk = np.asarray(chunk).reshape(-1, self.action_dim)
-                    for a in chunk:
-                        nxt, r, terminated, truncated, _ = self.env.step(a)
-                        nxt = np.asarray(nxt, np.float32)
-                        done = bool(terminated or truncated)
-                        r = float(to_sparse(r)) if sparse else float(r)
-                        row = {
-                            "observations": obs,
-                            "actions": a,
-                            "rewards": r,
-                            "masks": 1.0 - float(terminated),
-                            "terminals": float(done),
-                            "next_observations": nxt,
-                        }
-                        row = {k: jnp.asarray(v, jnp.float32) for k, v in row.items()}
-                        buffer = add_row(buffer, size, row, episode_start)
-                        size += 1
-                        env_steps += 1
-                        step += 1
-                        obs = nxt
-                        # One gradient step per environment step, on the buffer so far.
-                        states, metrics = update(
-                            states, buffer, step_keys(self.bases, 1, step), jnp.int32(size)
-                        )
-                        if step % c.log_interval == 0 or env_steps == c.online_steps:
-                            m = jax.device_get(metrics)
-                            if _nonfinite(m):
-                                raise self.diverged(states, step, "online")
-                            logs.append_rows(
-                                self.paths["metrics.csv"], _metric_rows(step, "online", c, m)
-                            )
-                        if step % c.eval_interval == 0 or env_steps == c.online_steps:
-                            self.evaluate(states, step, "online")
-                        if self.bar is not None:
-                            self.bar.update(1)
-                        if done or env_steps == c.online_steps:
-                            break
-                episode += 1
-                snap = snapshot()
-                if step >= next_ckpt or env_steps == c.online_steps:
-                    save_snapshot(snap)
-                    next_ckpt = (step // c.checkpoint_interval + 1) * c.checkpoint_interval
-        except KeyboardInterrupt:
-            save_snapshot(snap)
-            raise
-        return states, step, False
-
-
-def make_multi_update_one(agent, config: Config):
-    """Seed-vmapped single-update call ``fn(states, buffer, keys, size)`` for the online phase."""
-    from qam_lite.update import make_multi_update
-
-    return make_multi_update(agent, config, 1, seeds=True)
+# Entry point
 
 
 def train(
@@ -562,79 +280,378 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     data: tuple | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` into ``out_dir`` (resuming its checkpoint if it has one); return a summary.
 
     Args:
       config: the run's :class:`~qam_lite.config.Config`.
-      out_dir: run folder (created). A checkpoint of the same config there is resumed; one of a
-        different config raises :class:`RunMismatch`.
+      out_dir: run folder (created). A checkpoint of the same config there is resumed; a folder
+        whose earlier attempt of the same config stopped before its first checkpoint starts
+        over; results of another configuration (or dataset) raise :class:`RunMismatch`.
       progress: show a tqdm progress bar (in gradient/environment steps).
       stop_after: stop (as if interrupted) once ``step >= stop_after``: save a checkpoint and
-        return with ``summary['interrupted'] = True``. Offline it stops at a call boundary, online
-        at an episode boundary.
+        return with ``summary['interrupted'] = True`` (at the next call boundary offline, the
+        next environment step online).
       data: optional ``(env, train)`` to use instead of loading the task's dataset.
+      overwrite: discard the folder's run files first and start at step 0.
 
     Returns:
       dict with ``task, agent, step, seeds, success_rate`` (last evaluation, mean over seeds),
-      ``success_per_seed``, ``seconds``, ``interrupted`` and ``out_dir``.
+      ``success_per_seed``, ``seconds``, ``interrupted`` (``stopped_by``: ``'signal'`` or
+      ``'stop_after'``) and ``out_dir``.
 
     Raises:
       TrainingDiverged: a NaN/inf loss (logs and the last good checkpoint are kept).
-      RunMismatch: ``out_dir`` holds a different configuration, or invalid online settings.
+      RunMismatch: ``out_dir`` holds another configuration's or dataset's results.
+      RunFolderError: ``out_dir`` is a file, not writable, or in use by another process.
+      qam_lite.checkpoint.CheckpointError: the checkpoint is damaged.
+      qam_lite.atomic.WriteError: a file could not be written (e.g. disk full); the previous
+        checkpoint is intact.
       qam_lite.datasets.DataError: the dataset is missing or malformed.
     """
-    out = Path(out_dir)
-    t = _Trainer(config, out, progress, stop_after)
-    t.setup(data)
+    if stop_after is not None and stop_after < 0:
+        raise ValueError(f"stop_after={stop_after} is invalid; accepted: an integer >= 0")
     c = config
-    states = init_states(t.agent, c)
-    step, phase, meta, extras, pending = 0, "offline", t.meta, {}, None
-    if meta is not None:
-        states, meta, extras = t.restore(states)
-        step, phase = int(meta["step"]), meta["phase"]
-        if meta.get("redo_step") and meta.get("pending_metrics"):
-            pending = meta["pending_metrics"]
-        print(f"resuming {out} from step {step} ({phase})")
-    if progress:
-        from tqdm.auto import tqdm
+    out = Path(out_dir)
+    with rundir.locked(out):
+        meta = rundir.prepare(out, c, overwrite=overwrite)
+        dataset, source, shards = _load_data(c, data)
+        fingerprint = rundir.data_fingerprint(dataset)
+        if shards is not None:
+            try:
+                fingerprint = rundir.shards_fingerprint(fingerprint, shards.shards, shards.interval)
+            except ValueError as err:
+                raise datasets.DatasetError(str(err)) from err
+        if meta is not None:
+            rundir.check_data(out, meta, fingerprint, source)
+            rundir.cut_back(out, int(meta["step"]))
+        ctx = _Context(
+            c, out, parse_task(c.task), dataset, source, fingerprint, stop_after, _Interrupts()
+        )
+        ctx.shards = shards
+        prov = logs.provenance(
+            task=ctx.task.name,
+            agent=c.agent,
+            seeds=[c.seed + i for i in range(c.num_seeds)],
+            data=source,
+            data_fingerprint=fingerprint,
+            transitions=fingerprint["transitions"],
+        )
+        rundir.write_records(out, c, prov, meta)
 
-        t.bar = tqdm(total=t.total_steps(), initial=step, unit="step", desc=c.agent, leave=True)
-    interrupted = False
+        states = init_states(ctx.agent, c)
+        step, phase, online_meta, extras = 0, "offline", None, {}
+        if meta is not None:
+            loaded, meta = ckpt.load(out / CHECKPOINT, {"states": states})
+            states, step, phase = loaded["states"], int(meta["step"]), meta["phase"]
+            ctx.elapsed_before, ctx.saved_step = float(meta.get("elapsed", 0.0)), step
+            if meta.get("online"):
+                online_meta, extras = meta["online"], ckpt.load_extras(out / CHECKPOINT)
+            print(f"resuming {out} from step {step} ({phase})")
+        if progress:
+            from tqdm.auto import tqdm
+
+            ctx.bar = tqdm(total=ctx.total_steps(), initial=step, unit="step", desc=c.agent)
+        # From here on, Ctrl-C is deferred to the next step boundary (see _Interrupts).
+        try:
+            with ctx.interrupts:
+                stopped = False
+                if phase == "offline":
+                    states, step, stopped = offline_phase(ctx, states, step)
+                    phase = "online" if c.online_steps else "done"
+                if not stopped and phase == "online":
+                    states, step, stopped = online_phase(ctx, states, step, online_meta, extras)
+        finally:
+            ctx.close()
+        return _summarise(ctx, step, stopped)
+
+
+def _load_data(c: Config, data: tuple | None) -> tuple[dict, dict, datasets.ShardCycle | None]:
+    """``(train, source, shards)``: the dataset as training reads it (with sharded data: the
+    first shard), where it came from, and the shard schedule (``None`` without shards)."""
+    if data is not None:
+        return _as_trained(c, data[1]), {"source": "given in memory"}, None
+    folder = datasets.shard_folder(parse_task(c.task), datasets.data_dir(c.dataset_dir))
+    if folder is None:
+        _, train, _ = datasets.load(c.task, c.dataset_dir, download=c.download)
+        try:
+            source = datasets.provenance(c.task, c.dataset_dir)
+        except datasets.DataError:
+            source = {"source": "unknown"}
+        source["path"] = str(datasets.dataset_paths(c.task, c.dataset_dir)[0])
+        return _as_trained(c, train), source, None
+    # Read the module's constant now (not ShardCycle's default, bound at import).
+    shards = datasets.ShardCycle(c.task, folder, interval=datasets.SHARD_INTERVAL)
+    train, _ = shards.data(1)
+    # Shards the offline phase reaches: 0 .. that of the last call's first update (see above).
+    count, last = len(shards.shards), c.offline_steps - call_size(c, shards.interval) + 1
+    used = min(count, last // shards.interval + 1) if c.offline_steps else 1
+    source = datasets.provenance(c.task, c.dataset_dir, shards_cycled=used == count)
+    source.update(path=str(folder), shard_interval=shards.interval, shards_used=used)
+    if used < count and not source["paper_comparable"]:
+        source["paper_comparable_reason"] = (
+            f"{c.offline_steps} offline updates reach {used} of the {count} shards "
+            f"({shards.interval} updates each); the paper cycles through all of them"
+        )
+    print(
+        f"data: {folder} ({len(shards.shards)} shards, the next one every {shards.interval} "
+        f"updates, cycling; {len(train['rewards'])} transitions in the first)"
+    )
+    return _as_trained(c, train), source, shards
+
+
+def _as_trained(c: Config, train: dict) -> dict:
+    """``train`` as training reads it: sparse rewards where the config asks for them."""
+    train = dict(train)
+    if c.sparse_reward:
+        train["rewards"] = to_sparse(train["rewards"])
+    return train
+
+
+# --------------------------------------------------------------------------------------------
+# Offline phase
+
+
+def offline_phase(ctx: _Context, states, step: int):
+    """Offline updates from ``step`` to ``offline_steps``; returns ``(states, step, stopped)``."""
+    c = ctx.config
+    shards = ctx.shards
+    n = call_size(c, shards.interval if shards is not None else None)
+    data = to_device(ctx.dataset) if shards is None else None
+    shard = None  # index of the shard now on the device
+    multi = make_multi_update(ctx.agent, c, n, seeds=True)
+    phase_after = "online" if c.online_steps else "done"
+    while step < c.offline_steps:
+        if ctx.should_stop(step):
+            if ctx.saved_step != step:
+                ctx.save(states, step, "offline")
+            return states, step, True
+        # Sharded data: this call's updates step+1..step+n all use the shard of update step+1.
+        if shards is not None and shards.index(step + 1) != shard:
+            shard, data = shards.index(step + 1), None  # free the device copy before the next
+            data = to_device(_as_trained(c, shards.data(step + 1)[0]))
+        states, metrics = multi(states, data, step_keys(ctx.bases, 1, step), None)
+        step += n
+        metrics = jax.device_get(metrics)
+        # A step's rows are written before its checkpoint: resuming cuts them back to it.
+        last = step == c.offline_steps
+        if step % c.log_interval == 0 or last or _nonfinite(metrics):
+            ctx.log_metrics(step, "offline", metrics, states)
+        if step % c.eval_interval == 0 or last:
+            ctx.evaluate(states, step, "offline")
+        if step % c.checkpoint_interval == 0 or last:
+            ctx.save(states, step, phase_after if last else "offline")
+        if ctx.bar is not None:
+            ctx.bar.update(n)
+    return states, step, False
+
+
+# --------------------------------------------------------------------------------------------
+# Online phase
+
+
+def make_online_update(agent, config: Config):
+    """Jitted ``fn(states, dataset, rings, keys, filled) -> (states, metrics)``: one update of
+    every seed on chunks from its own buffer (``dataset`` joined with its ring)."""
+    c = config
+
+    def sampler(data, key, filled):
+        return replay.sample(
+            data["dataset"], data["ring"], key, c.batch_size, c.horizon, c.gamma, filled
+        )
+
+    single = make_multi_update(agent, c, 1, sampler=sampler, donate=False)
+
+    def update(states, dataset, rings, keys, filled):
+        def one(state, ring, key):
+            return single(state, {"dataset": dataset, "ring": ring}, key, filled)
+
+        return jax.vmap(one)(states, rings, keys)
+
+    return jax.jit(update, donate_argnums=(0,))
+
+
+class _Seeds:
+    """Host side of the online phase: one environment per seed, its observation, episode
+    counter, action queue (the rest of its current chunk) and the actions of its running episode
+    (what a resume replays)."""
+
+    def __init__(self, ctx: _Context, n_data: int):
+        c = ctx.config
+        s, h, a = c.num_seeds, c.horizon, ctx.action_dim
+        self.ctx = ctx
+        self.envs = [envpool.make_env(ctx.task.name) for _ in range(s)]
+        self.obs = np.zeros((s, ctx.obs_dim), np.float32)
+        self.episode = np.zeros(s, np.int64)
+        self.queue = np.zeros((s, h, a), np.float32)
+        self.used = np.full(s, h, np.int64)  # actions of the queue already taken (h: empty)
+        self.actions: list[list[np.ndarray]] = [[] for _ in range(s)]
+        self.segment = np.full(s, n_data, np.int64)  # absolute row where the episode part starts
+
+    def reset(self, i: int) -> None:
+        seed = online_episode_seed(self.ctx.config, i, int(self.episode[i]))
+        self.obs[i] = envpool.reset_env(self.envs[i], seed)[0]
+        self.used[i] = self.queue.shape[1]
+        self.actions[i] = []
+
+    def state(self) -> dict:
+        lengths = np.array([len(a) for a in self.actions], np.int64)
+        flat = [x for acts in self.actions for x in acts]
+        taken = np.stack(flat) if flat else np.zeros((0, self.queue.shape[2]), np.float32)
+        return {
+            "seed_obs": self.obs.copy(),
+            "seed_episode": self.episode.copy(),
+            "seed_queue": self.queue.copy(),
+            "seed_used": self.used.copy(),
+            "seed_segment": self.segment.copy(),
+            "seed_episode_lengths": lengths,
+            "seed_episode_actions": taken.astype(np.float32),
+        }
+
+    def restore(self, extras: dict) -> None:
+        """Reset each seed's environment to its running episode and replay its actions."""
+        self.episode[:] = extras["seed_episode"]
+        self.queue[:] = extras["seed_queue"]
+        self.used[:] = extras["seed_used"]
+        self.segment[:] = extras["seed_segment"]
+        taken = np.split(extras["seed_episode_actions"], np.cumsum(extras["seed_episode_lengths"]))
+        for i, env in enumerate(self.envs):
+            seed = online_episode_seed(self.ctx.config, i, int(self.episode[i]))
+            obs = envpool.reset_env(env, seed)[0]
+            for a in taken[i]:
+                obs = np.asarray(env.step(a)[0], np.float32)
+            if not np.array_equal(obs, extras["seed_obs"][i]):
+                raise ckpt.CheckpointError(
+                    f"resuming the online phase of {self.ctx.out}: replaying seed {i}'s episode "
+                    f"{int(self.episode[i])} ({len(taken[i])} actions) did not reach the saved "
+                    "observation (a different OGBench/MuJoCo version?); rerun with --overwrite "
+                    "to start over"
+                )
+            self.obs[i] = obs
+            self.actions[i] = list(taken[i])
+
+
+def online_phase(ctx: _Context, states, step: int, saved: dict | None, extras: dict):
+    """Online fine-tuning from ``step`` (``saved``: the checkpoint's online progress, if any)."""
+    c = ctx.config
+    s_idx = np.arange(c.num_seeds)
+    # A ring longer than the whole online phase would never wrap: allocate only what is used.
+    capacity = min(c.online_buffer_size, c.online_steps)
+    n_data = len(ctx.dataset["observations"])
+    dataset = to_device(ctx.dataset)
+    seeds = _Seeds(ctx, n_data)
+    if saved:
+        env_steps = int(saved["env_steps"])
+        rings = replay.rings_from_host(
+            {k[len("ring_") :]: v for k, v in extras.items() if k.startswith("ring_")}, capacity
+        )
+        seeds.restore(extras)
+    else:
+        env_steps = 0
+        rings = replay.empty_rings(c.num_seeds, capacity, ctx.obs_dim, ctx.action_dim)
+        for i in s_idx:
+            seeds.reset(i)
+    agent = ctx.agent
+    act = jax.jit(jax.vmap(lambda s, o, k: agent.act(s, o[None], k)[0]))
+    update = make_online_update(agent, c)
+
+    def save(phase: str) -> None:
+        host = replay.to_host(rings, min(env_steps, capacity))
+        extras = {f"ring_{k}": v for k, v in host.items()} | seeds.state()
+        ctx.save(states, step, phase, extras=extras, online={"env_steps": env_steps})
+
     try:
-        if phase == "offline":
-            states, step, interrupted = t.offline(states, step, pending)
-            phase = "online"
-        if not interrupted and phase == "online" and c.online_steps:
-            states, step, interrupted = t.online(states, step, meta, extras)
+        while env_steps < c.online_steps:
+            if ctx.should_stop(step):
+                if ctx.saved_step != step:
+                    save("online")
+                return states, step, True
+            # 1. Seeds whose chunk is used up get a new one (one vmapped call for all seeds).
+            need = seeds.used >= c.horizon
+            if need.any():
+                keys = step_keys(ctx.bases, 2, step)
+                chunks = np.asarray(act(states, jnp.asarray(seeds.obs), keys))
+                seeds.queue[need] = chunks.reshape(seeds.queue.shape)[need]
+                seeds.used[need] = 0
+            actions = seeds.queue[s_idx, seeds.used].copy()
+            seeds.used += 1
+            # 2. Every seed's environment takes its action; the transitions go into the rings.
+            rows = {k: [] for k in replay.ROW_KEYS}
+            done = np.zeros(c.num_seeds, bool)
+            for i, env in enumerate(seeds.envs):
+                nxt, reward, terminated, truncated, _ = env.step(actions[i])
+                nxt = np.asarray(nxt, np.float32)
+                done[i] = bool(terminated or truncated)
+                reward = float(to_sparse(reward)) if c.sparse_reward else float(reward)
+                rows["observations"].append(seeds.obs[i].copy())
+                rows["actions"].append(actions[i])
+                rows["rewards"].append(reward)
+                rows["masks"].append(1.0 - float(terminated))
+                rows["terminals"].append(float(done[i]))
+                rows["next_observations"].append(nxt)
+                seeds.obs[i] = nxt
+                seeds.actions[i].append(actions[i])
+            position = env_steps % capacity
+            if position == 0:  # the ring starts (or wraps): running episodes restart here
+                seeds.segment[:] = n_data
+            rows = {k: jnp.asarray(np.stack(v), jnp.float32) for k, v in rows.items()}
+            index = n_data + position
+            rings = replay.add(rings, rows, position, index, jnp.asarray(seeds.segment))
+            env_steps += 1
+            step += 1
+            for i in np.flatnonzero(done):
+                seeds.episode[i] += 1
+                seeds.reset(i)
+                seeds.segment[i] = index + 1
+            # 3. One update of every seed per environment step, after the warm-up.
+            last = env_steps == c.online_steps
+            if env_steps >= c.start_training:
+                filled = n_data + min(env_steps, capacity)
+                keys = step_keys(ctx.bases, 1, step)
+                states, metrics = update(states, dataset, rings, keys, jnp.int32(filled))
+                if step % c.log_interval == 0 or last:
+                    ctx.log_metrics(step, "online", jax.device_get(metrics), states)
+            if step % c.eval_interval == 0 or last:
+                ctx.evaluate(states, step, "online")
+            if step % c.checkpoint_interval == 0 or last:
+                save("done" if last else "online")
+            if ctx.bar is not None:
+                ctx.bar.update(1)
     finally:
-        if t.bar is not None:
-            t.bar.close()
-    return _summarise(t, step, interrupted)
+        for env in seeds.envs:
+            with contextlib.suppress(Exception):
+                env.close()
+    return states, step, False
 
 
-def _summarise(t: _Trainer, step: int, interrupted: bool) -> dict[str, Any]:
-    c = t.config
-    rows = logs.read_rows(t.paths["eval.csv"])
+# --------------------------------------------------------------------------------------------
+# Summary
+
+
+def _summarise(ctx: _Context, step: int, stopped: bool) -> dict[str, Any]:
+    c = ctx.config
+    rows = logs.read_rows(ctx.out / "eval.csv")
     last = max((int(r["step"]) for r in rows), default=None)
     per_seed = [float(r["success_rate"]) for r in rows if int(r["step"]) == last]
-    seconds = t.elapsed_before + time.perf_counter() - t.started
+    seconds = ctx.elapsed_before + time.perf_counter() - ctx.started
     summary = {
-        "task": t.task.name,
+        "task": ctx.task.name,
         "agent": c.agent,
         "step": int(step),
-        "total_steps": t.total_steps(),
+        "total_steps": ctx.total_steps(),
         "seeds": c.num_seeds,
         "eval_step": last,
         "success_rate": float(np.mean(per_seed)) if per_seed else None,
         "success_per_seed": per_seed,
         "eval_episodes": c.eval_episodes,
         "seconds": round(seconds, 1),
-        "interrupted": interrupted,
-        "out_dir": str(t.out),
-        "data": t.data_source,
+        "interrupted": stopped,
+        "stopped_by": ctx.stopped_by if stopped else None,
+        "out_dir": str(ctx.out),
+        "data": ctx.source,
     }
-    logs.write_json(t.out / "summary.json", summary)
+    logs.write_json(ctx.out / "summary.json", summary)
     return summary
 
 
@@ -653,12 +670,16 @@ def summary_line(summary: dict[str, Any]) -> str:
 __all__ = [
     "CHECKPOINT",
     "Run",
+    "RunFolderError",
     "RunMismatch",
     "TrainingDiverged",
     "call_size",
-    "check_resumable",
     "init_states",
     "load_run",
+    "make_online_update",
+    "offline_phase",
+    "online_phase",
+    "step_keys",
     "summary_line",
     "train",
 ]

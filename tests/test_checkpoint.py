@@ -1,12 +1,16 @@
 """Checkpoints and run logs: exact round trips, refusal of mismatched files, atomic writes."""
 
+import errno
+import pickle
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from qam_lite import atomic, logs
 from qam_lite import checkpoint as ckpt
-from qam_lite import logs
 
 
 def _tree():
@@ -60,29 +64,93 @@ def test_mismatched_template_is_refused(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="arrays, the run expects"):
         ckpt.load(path, fewer)
     more = {**_zeros_like(tree), "extra": jnp.zeros(1)}
-    with pytest.raises(ckpt.CheckpointError, match="cannot read"):
+    with pytest.raises(ckpt.CheckpointError, match="arrays, the run expects"):
         ckpt.load(path, more)
 
 
-def test_corrupt_file_is_a_checkpoint_error(tmp_path):
-    path = tmp_path / "c.npz"
-    path.write_bytes(b"not a zip file")
-    with pytest.raises(ckpt.CheckpointError, match="cannot read checkpoint"):
-        ckpt.read_meta(path)
-    with pytest.raises(ckpt.CheckpointError):
-        ckpt.load(path, {"a": jnp.zeros(1)})
+def test_damaged_files_are_checkpoint_errors_that_never_suggest_pickles(tmp_path):
+    good = ckpt.save(tmp_path / "good.npz", {"a": jnp.ones(3)}, {"step": 1}).read_bytes()
+    cases = {
+        "text.npz": b"not a zip file",
+        "pickle.npz": pickle.dumps({"a": 1}),  # what makes NumPy suggest allow_pickle=True
+        "truncated.npz": good[: len(good) // 2],
+        "empty.npz": b"",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        for read in (ckpt.read_meta, lambda p: ckpt.load(p, {"a": jnp.zeros(3)})):
+            with pytest.raises(ckpt.CheckpointError, match="cannot be read") as err:
+                read(path)
+            assert "allow_pickle" not in str(err.value), name
+            assert "--overwrite" in str(err.value) and str(path) in str(err.value)
+    with pytest.raises(ckpt.CheckpointError, match="truncated"):
+        ckpt.read_meta(tmp_path / "truncated.npz")
 
 
-def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+def _disk_full_after(nbytes):
+    """A ``write(file)`` that writes ``nbytes`` then fails as a full disk does."""
+
+    def write(f):
+        f.write(b"x" * nbytes)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def test_disk_full_keeps_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
     path = ckpt.save(tmp_path / "c.npz", {"a": jnp.ones(2)}, {"step": 1})
+    with pytest.raises(atomic.WriteError, match="no space left") as err:
+        atomic.write_with(path, _disk_full_after(1000))
+    assert err.value.errno == errno.ENOSPC and str(path) in str(err.value)
+    assert ckpt.read_meta(path) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]
 
-    def boom(*args, **kwargs):
-        raise OSError("disk full")
+    # The same through checkpoint.save (NumPy's writer failing midway).
+    real = np.savez
 
-    monkeypatch.setattr(np, "savez", boom)
-    with pytest.raises(OSError):
+    def savez_then_full(f, **arrays):
+        real(f, **arrays)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_full)
+    with pytest.raises(atomic.WriteError, match="no space left"):
         ckpt.save(path, {"a": jnp.zeros(2)}, {"step": 2})
     assert ckpt.read_meta(path) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]
+
+
+def test_atomic_writes_use_unique_temporary_names(tmp_path, monkeypatch):
+    """Two writers of one file never share a temporary file (each gets its own name)."""
+    names = []
+    real = atomic.os.replace
+
+    def spy(src, dst):
+        names.append(Path(src).name)
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", spy)
+    atomic.write_bytes(tmp_path / "f.json", b"1")
+    atomic.write_bytes(tmp_path / "f.json", b"2")
+    assert len(set(names)) == 2 and all(n.startswith(".f.json.") for n in names)
+    assert (tmp_path / "f.json").read_bytes() == b"2"
+
+
+def test_torn_csv_rows_are_skipped_and_cut(tmp_path):
+    path = tmp_path / "eval.csv"
+    logs.append_rows(path, [{"step": s, "seed": 0, "success_rate": 0.5} for s in (100, 200)])
+    whole = path.read_bytes()
+    for torn in (b"300,0,0.", b"3", b"300,0"):
+        path.write_bytes(whole + torn)  # killed mid-row by an older writer
+        assert [r["step"] for r in logs.read_rows(path)] == ["100", "200"]
+        assert logs.plot_curve(path, tmp_path / "c.png") is not None
+        logs.append_rows(path, [{"step": 300, "seed": 0, "success_rate": 1.0}])
+        assert [r["step"] for r in logs.read_rows(path)] == ["100", "200", "300"]
+        path.write_bytes(whole + torn)
+        assert logs.truncate_csv(path, 250) == 2 and path.read_bytes() == whole
+    # A row with a field missing, even with its newline, is not a row.
+    path.write_bytes(whole + b"300,0\r\n")
+    assert len(logs.read_rows(path)) == 2
 
 
 def test_csv_append_and_truncate(tmp_path):
@@ -98,6 +166,7 @@ def test_csv_append_and_truncate(tmp_path):
     logs.append_rows(path, [{"step": 250, "seed": 0, "loss": 1.0}])
     assert [r["step"] for r in logs.read_rows(path)] == ["100", "200", "250"]
     assert logs.truncate_csv(tmp_path / "absent.csv", 5) == 0
+    assert logs.truncate_csv(path, 50) == 0 and not path.exists()  # nothing kept: no file
 
 
 def test_curve_plot_written(tmp_path):

@@ -58,7 +58,8 @@ def data_dir(tmp_path_factory):
 
 
 def test_generate_wrote_files(data_dir):
-    names = sorted(p.name for p in data_dir.iterdir())
+    # Hidden files (generate's folder lock) aside, exactly the two dataset files.
+    names = sorted(p.name for p in data_dir.iterdir() if not p.name.startswith("."))
     assert names == ["cube-single-play-v0-val.npz", "cube-single-play-v0.npz"]
 
 
@@ -159,3 +160,46 @@ def test_generate_refuses_non_generable(capsys, tmp_path):
     argv = ["generate", "antmaze-large-navigate-v0", "--episodes", "1"]
     msg = run_error(capsys, [*argv, "--dataset-dir", str(tmp_path)])
     assert "cannot be generated locally" in msg
+
+
+def test_settings_that_belong_elsewhere_get_sentences(capsys, tmp_path):
+    base = ["train", TASK, "--dataset-dir", str(tmp_path)]
+    msg = run_error(capsys, [*base, "--set", "task=cube-double-play-singletask-task1-v0"])
+    assert "--set task" in msg and "qam-lite train TASK" in msg
+    msg = run_error(capsys, [*base, "--set", "agent=bc"])
+    assert "--set agent" in msg and "--agent" in msg
+    msg = run_error(capsys, [*base, "--set", "learning_rate=1e-3"])
+    assert "did you mean 'lr'" in msg
+
+
+def test_negative_stop_after_is_rejected(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", TASK, "--stop-after", "-5"])
+    assert exit_.value.code == 2
+    assert "'-5' is invalid; accepted: an integer >= 0" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_or_under_one(capsys, data_dir, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    base = ["train", TASK, "--dataset-dir", str(data_dir), "--no-progress", *sets(TINY)]
+    assert "is a file" in run_error(capsys, [*base, "--out", str(a_file)])
+    msg = run_error(capsys, [*base, "--out", str(a_file / "run")])
+    assert "cannot create run folder" in msg
+
+
+def test_disk_full_while_saving_is_a_sentence(capsys, data_dir, tmp_path, monkeypatch):
+    import errno
+
+    real = np.savez
+
+    def full(f, **arrays):
+        real(f, **arrays)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    argv = ["train", TASK, "--dataset-dir", str(data_dir), "--out", str(tmp_path), "--no-progress"]
+    msg = run_error(capsys, [*argv, *sets(TINY)])
+    assert "checkpoint.npz: no space left on the device" in msg
+    assert "run the same command again" in msg
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "checkpoint.npz").exists()
