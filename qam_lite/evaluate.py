@@ -1,20 +1,22 @@
-"""Evaluation in the real OGBench environments: N episodes stepped in lockstep, chunks open loop.
+"""Evaluation in the real OGBench environments: N episodes, one batched policy call per chunk.
 
-One batched ``agent.act`` call per action chunk serves all ``N`` environments; its ``H * A`` outputs
-are executed open loop for ``H`` steps (as in training and in the paper). Success is the
-environment's ``info['success']`` at the episode's last step (single-task OGBench envs end an
+One batched ``agent.act`` call per action chunk serves all ``N`` episodes; its ``H * A`` outputs
+are executed open loop for ``H`` steps (as in training and in the paper). The environments are
+stepped in worker processes (:mod:`qam_lite.envpool`): each worker runs its share of the chunks,
+so evaluation scales with the machine's cores while the policy stays one batched call. Success is
+the environment's ``info['success']`` at the episode's last step (single-task OGBench envs end an
 episode when the task is solved, or at the time limit).
 
 Determinism: episode ``i`` of an evaluation with seed ``s`` resets with seed ``s * 1_000_003 + i``
 (NumPy's global generator is seeded too: OGBench's maze envs draw reset noise from it), and the
-policy's noise key is derived from ``s``; the same call gives the same numbers.
+policy's noise key is derived from ``s``; the same call gives the same numbers, whatever the
+number of worker processes.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,28 +25,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qam_lite.envpool import EnvPool, make_pool, reset_env
+
+__all__ = ["EnvPool", "episode_seed", "evaluate", "evaluate_run", "make_envs", "reset_env"]
+
 
 def episode_seed(seed: int, episode: int) -> int:
     """The reset seed of ``episode`` in an evaluation (or online phase) with ``seed``."""
     return (int(seed) * 1_000_003 + int(episode)) % (2**31 - 1)
 
 
-def reset_env(env, seed: int):
-    """Reset ``env`` reproducibly: seeds both the env's generator and NumPy's global one."""
-    np.random.seed(seed)  # maze envs use the global generator for start noise
-    obs, info = env.reset(seed=seed)
-    return np.asarray(obs, dtype=np.float32), info
+def make_envs(task, num_envs: int, workers: int | None = None, env_fn=None) -> EnvPool:
+    """``num_envs`` single-task OGBench environments for ``task`` (a name or a ``Task``).
 
+    Args:
+        task: task name or ``Task``.
+        num_envs: environments (= the most episodes one :func:`evaluate` call can run).
+        workers: processes stepping them; ``None``: ``$QAM_LITE_EVAL_WORKERS`` or the available
+            CPUs (at most ``num_envs``); ``1``: all in this process.
+        env_fn: optional picklable zero-argument callable building one environment (tests).
 
-def make_envs(task, num_envs: int) -> list:
-    """``num_envs`` single-task OGBench environments for ``task`` (a name or a ``Task``)."""
-    import ogbench
+    Returns:
+        an :class:`~qam_lite.envpool.EnvPool`; reuse it between evaluations, ``close()`` it after.
+    """
+    from qam_lite.tasks import parse_task
 
-    name = getattr(task, "name", task)
-    with warnings.catch_warnings():
-        # gymnasium notes that OGBench's float64 action bounds are cast to float32: harmless.
-        warnings.filterwarnings("ignore", message=".*precision lowered.*")
-        return [ogbench.make_env_and_datasets(name, env_only=True) for _ in range(num_envs)]
+    return make_pool(parse_task(task).name, num_envs, workers, env_fn)
 
 
 @functools.lru_cache(maxsize=16)
@@ -59,10 +65,11 @@ def evaluate(
     num_episodes: int,
     seed: int,
     *,
-    envs: list | None = None,
+    envs: EnvPool | list | None = None,
     max_steps: int | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run ``num_episodes`` episodes of ``agent`` (one seed's ``state``) in lockstep.
+    """Run ``num_episodes`` episodes of ``agent`` (one seed's ``state``) together.
 
     Args:
         agent: an ``Agent`` whose ``act(state, obs (B, obs_dim), key) -> (B, H * A)`` in [-1, 1].
@@ -70,8 +77,10 @@ def evaluate(
         task: task name or ``Task``; ignored when ``envs`` is given.
         num_episodes: number of episodes ``N`` (= environments stepped together).
         seed: evaluation seed (env resets and policy noise).
-        envs: optional pre-built environments (at least ``N``) to reuse between evaluations.
+        envs: an :class:`EnvPool` from :func:`make_envs` (at least ``N`` envs) to reuse between
+            evaluations, or a list of environment objects (stepped in this process).
         max_steps: optional cap on episode length (else the env's own time limit).
+        workers: worker processes when ``envs`` is not given (see :func:`make_envs`).
 
     Returns:
         dict with ``success_rate`` (fraction in [0, 1]), ``episode_return``, ``episode_length``
@@ -80,67 +89,67 @@ def evaluate(
     if num_episodes < 1:
         raise ValueError(f"num_episodes={num_episodes} is invalid; accepted: an integer >= 1")
     start = time.perf_counter()
-    envs = list(envs) if envs is not None else make_envs(task, num_episodes)
-    if len(envs) < num_episodes:
-        raise ValueError(f"{len(envs)} environments given for {num_episodes} episodes")
-    envs = envs[:num_episodes]
-    act = _jit_act(agent.act)
-    action_dim = int(np.prod(envs[0].action_space.shape))
+    if isinstance(envs, EnvPool):
+        pool, own = envs, False
+    elif envs is not None:
+        pool, own = EnvPool(None, 0, envs=envs), False
+    else:
+        pool, own = make_envs(task, num_episodes, workers), True
+    try:
+        if pool.num_envs < num_episodes:
+            raise ValueError(f"{pool.num_envs} environments given for {num_episodes} episodes")
+        out = _run(agent, state, pool, num_episodes, seed, max_steps)
+    finally:
+        if own:
+            pool.close()
+    out["seconds"] = time.perf_counter() - start
+    return out
 
-    obs = np.stack([reset_env(env, episode_seed(seed, i))[0] for i, env in enumerate(envs)])
-    active = np.ones(num_episodes, dtype=bool)
-    success = np.zeros(num_episodes)
-    returns = np.zeros(num_episodes)
-    lengths = np.zeros(num_episodes, dtype=int)
+
+def _run(agent, state, pool: EnvPool, n: int, seed: int, max_steps: int | None) -> dict:
+    act = _jit_act(agent.act)
+    obs = pool.reset([episode_seed(seed, i) for i in range(n)])
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
-    chunk = 0
+    chunk, active = 0, np.ones(n, dtype=bool)
     while active.any():
-        # The full batch is always passed (finished envs keep their last observation) so that
-        # `act` compiles once for a fixed shape.
+        # The full batch is always passed (finished episodes keep their last observation) so
+        # that `act` compiles once for a fixed shape and episode i always gets row i's noise.
         actions = np.asarray(act(state, jnp.asarray(obs), jax.random.fold_in(key, chunk)))
         chunk += 1
-        horizon = actions.shape[-1] // action_dim
-        actions = actions.reshape(num_episodes, horizon, action_dim)
-        for j in range(horizon):
-            for i in np.flatnonzero(active):
-                ob, reward, terminated, truncated, info = envs[i].step(actions[i, j])
-                obs[i] = ob
-                returns[i] += float(reward)
-                lengths[i] += 1
-                done = (
-                    terminated or truncated or (max_steps is not None and lengths[i] >= max_steps)
-                )
-                if done:
-                    success[i] = float(info.get("success", 0.0))
-                    active[i] = False
-            if not active.any():
-                break
+        out = pool.step(actions.reshape(n, -1, pool.action_dim), max_steps)
+        obs, active = out["obs"], out["active"]
+    success, returns = out["success"], out["returns"]
     return {
         "success_rate": float(success.mean()),
         "episode_return": float(returns.mean()),
-        "episode_length": float(lengths.mean()),
-        "episodes": int(num_episodes),
+        "episode_length": float(out["lengths"].mean()),
+        "episodes": int(n),
         "successes": success.astype(int).tolist(),
         "returns": returns.tolist(),
-        "seconds": time.perf_counter() - start,
     }
 
 
-def evaluate_run(run_dir: str | Path, *, num_episodes: int | None = None, seed: int = 10_000):
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    num_episodes: int | None = None,
+    seed: int = 10_000,
+    workers: int | None = None,
+):
     """Evaluate every seed of a saved run's latest checkpoint; returns a list of per-seed dicts.
 
     ``seed`` defaults to a value the training loop's periodic evaluations never use, so the
     numbers are a fresh held-out estimate.
     """
-    from qam_lite.train import load_run
+    from qam_lite.rundir import load_run
 
     run = load_run(run_dir)
     n = num_episodes or run.config.eval_episodes
-    envs = make_envs(run.config.task, n)
     results = []
-    for s in range(run.config.num_seeds):
-        state = run.seed_state(s)
-        res = evaluate(run.agent, state, run.config.task, n, seed + s, envs=envs)
-        res.update(seed=run.config.seed + s, step=run.step)
-        results.append(res)
+    with make_envs(run.config.task, n, workers) as envs:
+        for s in range(run.config.num_seeds):
+            state = run.seed_state(s)
+            res = evaluate(run.agent, state, run.config.task, n, seed + s, envs=envs)
+            res.update(seed=run.config.seed + s, step=run.step)
+            results.append(res)
     return results

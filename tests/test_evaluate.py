@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qam_lite.evaluate import episode_seed, evaluate
+from qam_lite.evaluate import episode_seed, evaluate, make_envs
 
 H, A = 3, 2
 
@@ -83,40 +83,75 @@ def test_max_steps_and_bad_sizes():
         evaluate(agent, None, None, 2, seed=0, envs=[FakeEnv(3, True)])
 
 
-def noisy_agent():
+def noisy_agent(width: int = 5):
     def act(state, obs, key):
-        return jnp.tanh(state * jax.random.normal(key, (obs.shape[0], 5)))
+        return jnp.tanh(state * jax.random.normal(key, (obs.shape[0], width)))
 
     return SimpleNamespace(act=act)
 
 
-class Recorder:
-    """Passes through to a real env, recording every observation."""
+def test_same_seed_same_numbers_whatever_the_workers():
+    """Episodes of seed-dependent length and action-dependent success: the per-episode results
+    are identical with 1 (in-process), 2 and 3 worker processes; another seed differs."""
+    from envfakes import SeededEnv
 
-    def __init__(self, env):
-        self.env, self.action_space, self.seen = env, env.action_space, []
+    agent, state = noisy_agent(2), jnp.float32(1.0)
+    runs = {}
+    for workers in (1, 2, 3):
+        with make_envs("cube-single", 7, workers=workers, env_fn=SeededEnv) as envs:
+            assert envs.workers == workers
+            runs[workers] = [evaluate(agent, state, None, 7, seed=s, envs=envs) for s in (3, 4)]
+            # Fewer episodes than environments: only the first ones run.
+            assert evaluate(agent, state, None, 2, seed=3, envs=envs)["episodes"] == 2
+    for workers in (2, 3):
+        for a, b in zip(runs[1], runs[workers], strict=True):
+            assert a["successes"] == b["successes"] and a["returns"] == b["returns"]
+            assert a["success_rate"] == b["success_rate"]
+            assert a["episode_length"] == b["episode_length"]
+    assert runs[1][0]["returns"] != runs[1][1]["returns"]
+    assert 0 < runs[1][0]["success_rate"] < 1  # the check above is not vacuous
 
-    def reset(self, seed=None):
-        return self.env.reset(seed=seed)
 
-    def step(self, action):
-        out = self.env.step(action)
-        self.seen.append(np.asarray(out[0]).copy())
-        return out
+def test_worker_failure_is_reported():
+    from qam_lite.envpool import EnvPool
+
+    with pytest.raises(RuntimeError, match="evaluation worker 0 failed"):
+        EnvPool(int.from_bytes, 2, workers=2)  # int.from_bytes() needs arguments: fails
 
 
-def test_real_env_deterministic_given_seed():
-    """Two short cube-single episodes: same seed -> same trajectories; another seed differs."""
-    from qam_lite.evaluate import make_envs
+def test_real_env_deterministic_across_workers():
+    """Three short cube-single episodes (reward = sum of the observation, so returns fingerprint
+    the trajectories): same seed -> same numbers in-process and in 2 workers; another seed
+    differs."""
+    from envfakes import real_env_fn
 
-    envs = [Recorder(e) for e in make_envs("cube-single-play-singletask-task1-v0", 2)]
+    task = "cube-single-play-singletask-task1-v0"
     agent, state = noisy_agent(), jnp.float32(1.0)
-    runs = []
-    for seed in (1, 1, 2):
-        for e in envs:
-            e.seen = []
-        res = evaluate(agent, state, None, 2, seed=seed, envs=envs, max_steps=30)
-        runs.append(np.stack(envs[0].seen + envs[1].seen))
-        assert res["episode_length"] == 30 and res["success_rate"] == 0.0
-    np.testing.assert_array_equal(runs[0], runs[1])
-    assert not np.allclose(runs[0], runs[2])
+    returns = {}
+    for workers in (1, 2):
+        with make_envs(task, 3, workers=workers, env_fn=real_env_fn(task)) as envs:
+            for seed in (1, 2):
+                res = evaluate(agent, state, None, 3, seed=seed, envs=envs, max_steps=20)
+                assert res["episode_length"] == 20 and res["success_rate"] == 0.0
+                returns[workers, seed] = res["returns"]
+    assert returns[1, 1] == returns[2, 1] and returns[1, 2] == returns[2, 2]
+    assert not np.allclose(returns[1, 1], returns[1, 2])
+
+
+def test_benchmark_before_and_after_do_the_same_work():
+    """benchmarks/eval_throughput.py's previous loop steps exactly the episodes evaluate does."""
+    import importlib.util
+    from pathlib import Path
+
+    from envfakes import SeededEnv
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "eval_throughput.py"
+    spec = importlib.util.spec_from_file_location("eval_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    agent, state = noisy_agent(2), jnp.float32(1.0)
+    steps = bench.lockstep_evaluate(
+        jax.jit(agent.act), state, [SeededEnv() for _ in range(6)], 6, 3, None
+    )
+    res = evaluate(agent, state, None, 6, seed=3, envs=[SeededEnv() for _ in range(6)])
+    assert steps == round(res["episode_length"] * 6) > 6

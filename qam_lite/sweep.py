@@ -1,0 +1,855 @@
+"""``qam-lite sweep``: tasks x agents (x seeds, vmapped inside each job) on submitit.
+
+A *sweep spec* names the runs: tasks (a domain name means its five tasks), agents, how many seeds
+each job trains side by side (``num_seeds``, vmapped on one device), a preset and ``--set``
+overrides, the data folder and the output folder. It comes from the command line, from a small
+TOML file, or by name (:data:`NAMED_SPECS`; ``paper`` is the paper's offline protocol). Every
+(task, agent) pair is one job whose run folder is ``<out>/<task>/<agent>``.
+
+Jobs run on `submitit <https://github.com/facebookincubator/submitit>`_: its ``LocalExecutor`` by
+default (real processes on this machine; at most ``--max-parallel`` at once, each pinned to its
+own share of the CPUs and, where GPUs exist, to a GPU it may share with ``--jobs-per-gpu - 1``
+others), or SLURM with ``--cluster slurm`` (job arrays, ``--partition/--time/--gpus-per-job``).
+
+Reliability: a finished run (its checkpoint says ``done``) is skipped; an unfinished one resumes
+from its checkpoint (``train`` does that by itself). Jobs are submitit *checkpointable*: on a
+pre-emption or time-out signal the job interrupts training (which saves the exact step), then
+submitit requeues it, and the requeued job resumes. A job's stdout/stderr go to ``stdout.log`` /
+``stderr.log`` in its run folder, beside ``job.json`` (sweep, executor, job id, host, every
+attempt) and the training's own ``provenance.json`` (whose ``command`` is the equivalent
+``qam-lite train`` line).
+
+This module imports neither JAX nor OGBench at import time: submitit unpickles jobs in fresh
+processes, which must be able to set the device environment before JAX starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+try:  # submitit is a runtime dependency; the planner (dry run) works without it
+    import submitit
+    from submitit.helpers import Checkpointable
+except ImportError:  # pragma: no cover - only when the dependency is missing
+    submitit = None
+    Checkpointable = object
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTERS = ("local", "slurm")
+
+
+class SweepError(ValueError):
+    """A bad sweep spec or environment; the message names the value and what is accepted."""
+
+
+# --------------------------------------------------------------------------------------------
+# The spec
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """What to run: ``tasks x agents``, each job with ``num_seeds`` vmapped seeds.
+
+    Attributes:
+      name: a label (recorded in every job's ``job.json``).
+      tasks: task or domain names (a domain expands to its tasks 1..5).
+      agents: agent names (``qam_lite.config.AGENTS``).
+      num_seeds: seeds per job, trained side by side; seed ``i`` is ``seed + i``.
+      seed: first seed.
+      preset: a ``qam-lite train --preset`` name, or None.
+      overrides: Config fields to set (after the preset), e.g. ``{"offline_steps": 100000}``.
+      out: folder holding the run folders.
+      dataset_dir: dataset folder (None: OGBench's default).
+      download: allow OGBench's official download of missing datasets.
+    """
+
+    name: str = "custom"
+    tasks: list[str] = dataclasses.field(default_factory=list)
+    agents: list[str] = dataclasses.field(default_factory=lambda: ["qam"])
+    num_seeds: int = 1
+    seed: int = 0
+    preset: str | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    out: str = "runs/sweep"
+    dataset_dir: str | None = None
+    download: bool = False
+
+
+def _paper_spec() -> SweepSpec:
+    from qam_lite.config import AGENTS
+    from qam_lite.tasks import PAPER_DOMAINS
+
+    # The paper's table has QAM, its variants and the baselines; BC flow is not one of them.
+    agents = [a for a in AGENTS if a != "bc"]
+    return SweepSpec(
+        name="paper",
+        tasks=list(PAPER_DOMAINS),
+        agents=agents,
+        num_seeds=12,
+        preset="paper",
+        out="runs/paper",
+        download=True,
+    )
+
+
+def _cpu_demo_spec() -> SweepSpec:
+    return SweepSpec(
+        name="cpu-demo",
+        tasks=["cube-single-play-singletask-task1-v0", "cube-single-play-singletask-task2-v0"],
+        agents=["qam", "bc"],
+        num_seeds=2,
+        preset="cpu-small",
+        out="runs/cpu-demo",
+    )
+
+
+#: Named specs: ``paper`` = the paper's offline protocol (10 domains x 5 tasks, every agent of
+#: the table, 12 seeds, 1M updates, 50 episodes every 50K; official data); ``cpu-demo`` = two
+#: cube-single tasks x QAM, BC at the CPU preset (locally generated data).
+NAMED_SPECS = {"paper": _paper_spec, "cpu-demo": _cpu_demo_spec}
+_SPEC_KEYS = {f.name for f in dataclasses.fields(SweepSpec)} - {"overrides"} | {"set"}
+
+
+def load_spec(source: str | None) -> SweepSpec:
+    """A spec from a name in :data:`NAMED_SPECS`, a ``.toml`` file, or None (empty spec).
+
+    The TOML file holds the :class:`SweepSpec` fields at top level and the overrides in a
+    ``[set]`` table, e.g.::
+
+        name = "two-cube-tasks"
+        tasks = ["cube-double-play-singletask-task1-v0", "scene-play"]
+        agents = ["qam", "fql"]
+        num_seeds = 3
+        preset = "paper"
+        out = "runs/two"
+        [set]
+        offline_steps = 100000
+    """
+    if source is None:
+        return SweepSpec()
+    if source in NAMED_SPECS:
+        return NAMED_SPECS[source]()
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise SweepError(
+            f"sweep spec {source!r} is neither a named spec nor a file; accepted: "
+            f"{', '.join(NAMED_SPECS)}, or a path to a .toml file"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise SweepError(f"{path}: not valid TOML ({err})") from None
+    unknown = sorted(set(data) - _SPEC_KEYS)
+    if unknown:
+        raise SweepError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(_SPEC_KEYS))}"
+        )
+    overrides = data.pop("set", {})
+    if not isinstance(overrides, dict):
+        raise SweepError(f"{path}: [set] must be a table of Config fields, got {overrides!r}")
+    for key in ("tasks", "agents"):
+        if key in data and isinstance(data[key], str):
+            data[key] = [data[key]]
+    return SweepSpec(**data, overrides=dict(overrides))
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    """One job: a Config, its run folder and how far it already is."""
+
+    task: str
+    agent: str
+    config: Any  # qam_lite.config.Config
+    run_dir: Path
+    status: str  # 'new' | 'partial' | 'done'
+    step: int  # steps already done (from the checkpoint)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.offline_steps + self.config.online_steps
+
+
+def expand_tasks(names: Sequence[str]) -> list[str]:
+    """Canonical task names; a domain name (``cube-double-play``) means its tasks 1..5."""
+    from qam_lite.tasks import DOMAINS, TaskError, all_task_names, parse_task
+
+    out = []
+    for name in names:
+        if name in DOMAINS:
+            out.extend(all_task_names([name]))
+            continue
+        try:
+            out.append(parse_task(name).name)
+        except TaskError as err:
+            raise SweepError(f"in the sweep's tasks: {err}") from None
+    return list(dict.fromkeys(out))
+
+
+def make_configs(spec: SweepSpec) -> list[tuple[str, str, Any]]:
+    """``(task, agent, Config)`` for every pair of the spec, validated."""
+    from qam_lite.config import AGENTS, PRESETS, ConfigError, make_config
+
+    if not spec.tasks:
+        raise SweepError("the sweep has no tasks; give --tasks or a spec with tasks = [...]")
+    bad = [a for a in spec.agents if a not in AGENTS]
+    if bad or not spec.agents:
+        raise SweepError(
+            f"unknown agent(s) {', '.join(map(repr, bad)) or '(none given)'} in the sweep; "
+            f"accepted: {', '.join(AGENTS)}"
+        )
+    if spec.preset is not None and spec.preset not in PRESETS:
+        raise SweepError(f"unknown preset {spec.preset!r}; accepted: {', '.join(sorted(PRESETS))}")
+    base = dict(PRESETS[spec.preset]) if spec.preset else {}
+    base.update(spec.overrides)
+    base.update(num_seeds=spec.num_seeds, seed=spec.seed, download=spec.download)
+    if spec.dataset_dir is not None:
+        base["dataset_dir"] = str(Path(spec.dataset_dir).expanduser().resolve())
+    out = []
+    for task in expand_tasks(spec.tasks):
+        for agent in spec.agents:
+            try:
+                out.append((task, agent, make_config(task, agent, **base)))
+            except ConfigError as err:
+                raise SweepError(f"{task} x {agent}: {err}") from None
+    return out
+
+
+def run_status(config, run_dir: Path) -> tuple[str, int]:
+    """``('done' | 'partial' | 'new', step)`` from ``run_dir``'s checkpoint (read only).
+
+    Raises SweepError if the folder holds a checkpoint of another configuration.
+    """
+    from qam_lite import checkpoint as ckpt
+    from qam_lite.config import to_dict
+    from qam_lite.rundir import CHECKPOINT, WHERE_NOT_WHAT
+
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return "new", 0
+    meta = ckpt.read_meta(path)
+    saved, wanted = meta.get("config", {}), to_dict(config)
+    diff = sorted(
+        k for k in (set(saved) | set(wanted)) - WHERE_NOT_WHAT if saved.get(k) != wanted.get(k)
+    )
+    if diff:
+        changes = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {wanted.get(k)!r}" for k in diff)
+        raise SweepError(
+            f"{run_dir} holds a run with a different configuration ({changes}); use another "
+            "--out for this sweep, or the same settings to resume it"
+        )
+    step = int(meta["step"])
+    total = config.offline_steps + config.online_steps
+    return ("done" if meta.get("phase") == "done" and step >= total else "partial"), step
+
+
+def check_data(runs: Sequence[PlannedRun]) -> None:
+    """Every dataset the runs need is on disk (or may be downloaded); else one clear error."""
+    from qam_lite import datasets
+    from qam_lite.tasks import parse_task
+
+    missing: dict[str, tuple[Any, list[Path]]] = {}
+    for run in runs:
+        if run.status == "done" or run.config.download:
+            continue
+        root = datasets.data_dir(run.config.dataset_dir)
+        if datasets.shard_folder(parse_task(run.task), root) is not None:
+            continue  # sharded (100M) data: training cycles through its shards
+        paths = datasets.dataset_paths(run.task, run.config.dataset_dir)
+        absent = [p for p in paths if not p.exists()]
+        if absent:
+            missing.setdefault(parse_task(run.task).dataset, (parse_task(run.task), absent))
+    if not missing:
+        return
+    lines = []
+    for name, (task, absent) in missing.items():
+        folder = absent[0].parent
+        fix = (
+            f"qam-lite generate {name} --episodes N --dataset-dir {folder}"
+            if task.locally_generable
+            else "official data only: add --download (or download = true in the spec)"
+        )
+        lines.append(f"  {name}: missing {', '.join(p.name for p in absent)} in {folder} ({fix})")
+    raise SweepError("missing data for the sweep:\n" + "\n".join(lines))
+
+
+def plan(spec: SweepSpec) -> list[PlannedRun]:
+    """Every job of ``spec`` with its run folder and status (nothing is started)."""
+    runs = []
+    for task, agent, config in make_configs(spec):
+        run_dir = Path(spec.out) / task / agent
+        status, step = run_status(config, run_dir)
+        runs.append(PlannedRun(task, agent, config, run_dir, status, step))
+    check_data(runs)
+    return runs
+
+
+# --------------------------------------------------------------------------------------------
+# Cost: device-hours from the measured benchmarks
+
+
+def _measured(results: Path) -> tuple[dict[str, list[dict]], float | None]:
+    """Update-throughput rows per device (``throughput-*.json``) and the best measured
+    evaluation rate in env-steps/s (``eval-throughput-*.json``)."""
+    rates = {}
+    for path in sorted(results.glob("throughput-*.json")):
+        try:
+            rates[path.stem.removeprefix("throughput-")] = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError):
+            continue
+    eval_rate = None
+    for path in sorted(results.glob("eval-throughput-*.json")):
+        try:
+            rows = json.loads(path.read_text())["results"]
+        except (OSError, ValueError, KeyError):
+            continue
+        best = max((r["env_steps_per_second"] for r in rows if r["version"] == "after"), default=0)
+        eval_rate = max(eval_rate or 0.0, best) or None
+    return rates, eval_rate
+
+
+def _updates_per_second(rows: list[dict], config) -> tuple[float, str] | None:
+    """Per-seed updates/s for ``config`` from benchmark rows of the same network size, at the
+    nearest measured seed count not above ``num_seeds`` (seed-updates/s held constant above
+    it, which is optimistic for a compute-bound device)."""
+    same = [
+        r
+        for r in rows
+        if tuple(r["actor_hidden"]) == tuple(config.actor_hidden)
+        and tuple(r["critic_hidden"]) == tuple(config.critic_hidden)
+        and r["batch_size"] == config.batch_size
+    ]
+    if not same:
+        return None
+    below = [r for r in same if r["num_seeds"] <= config.num_seeds] or same
+    row = max(below, key=lambda r: r["num_seeds"])
+    if row["num_seeds"] == config.num_seeds:
+        return row["updates_per_second"], "measured"
+    return row["seed_updates_per_second"] / config.num_seeds, f"from {row['num_seeds']} seed(s)"
+
+
+def episode_length(task: str) -> int | None:
+    """The task environment's time limit (OGBench's registration)."""
+    try:
+        import gymnasium
+        import ogbench  # noqa: F401  (registers the environments)
+
+        from qam_lite.tasks import parse_task
+
+        return gymnasium.envs.registry[parse_task(task).env_name].max_episode_steps
+    except (ImportError, KeyError):
+        return None
+
+
+def estimate(runs: Sequence[PlannedRun], results: Path) -> list[dict]:
+    """Estimated device-hours of the runs' remaining work, per benchmarked device.
+
+    Updates at the measured rate for the config's network size and seeds; evaluations (every
+    ``eval_interval``, each seed) at the best measured evaluation rate with every episode at its
+    full length (an upper bound: solved episodes end early). Online steps are counted at the
+    offline update rate (optimistic: online updates are one per call).
+    """
+    rates, eval_rate = _measured(results)
+    lengths: dict[str, int | None] = {}
+    out = []
+    for device, rows in rates.items():
+        hours, evals, unknown, notes = 0.0, 0.0, [], set()
+        for run in runs:
+            if run.status == "done":
+                continue
+            c = run.config
+            got = _updates_per_second(rows, c)
+            if got is None:
+                unknown.append(f"{run.task} x {run.agent}")
+                continue
+            ups, note = got
+            notes.add(note)
+            left = run.total_steps - run.step
+            hours += left / ups / 3600
+            if eval_rate:
+                # Evaluations at every multiple of eval_interval after `step`, and at the end.
+                total, every = run.total_steps, c.eval_interval
+                n_evals = total // every - run.step // every + (1 if total % every else 0)
+                if run.task not in lengths:
+                    lengths[run.task] = episode_length(run.task)
+                length = lengths[run.task] or 1000
+                evals += n_evals * c.num_seeds * c.eval_episodes * length / eval_rate / 3600
+        out.append(
+            {
+                "device": device,
+                "update_hours": hours,
+                "eval_hours": evals if eval_rate else None,
+                "total_hours": hours + (evals if eval_rate else 0.0),
+                "unmeasured_runs": unknown,
+                "notes": sorted(notes),
+            }
+        )
+    return out
+
+
+def describe(spec: SweepSpec, runs: Sequence[PlannedRun], results: Path) -> str:
+    """The plan as text: one line per job, then the estimated cost."""
+    counts = {s: sum(r.status == s for r in runs) for s in ("new", "partial", "done")}
+    c0 = runs[0].config
+    lines = [
+        f"sweep {spec.name!r}: {len(runs)} job(s) = {len(expand_tasks(spec.tasks))} task(s) x "
+        f"{len(spec.agents)} agent(s), {spec.num_seeds} seed(s) per job (vmapped) -> {spec.out}",
+        f"  {counts['new']} new, {counts['partial']} to resume, {counts['done']} done (skipped)",
+        f"  per job: {c0.offline_steps} offline + {c0.online_steps} online steps, "
+        f"{c0.eval_episodes} episodes every {c0.eval_interval}, networks actor "
+        f"{list(c0.actor_hidden)} critic {list(c0.critic_hidden)}, batch {c0.batch_size}",
+    ]
+    for r in runs:
+        where = f"at step {r.step}/{r.total_steps}" if r.status == "partial" else ""
+        lines.append(f"  [{r.status:7}] {r.task} x {r.agent} {where}".rstrip())
+    costs = estimate(runs, results)
+    if not costs:
+        lines.append(f"estimated cost: no benchmark results in {results} (run benchmarks/*.py)")
+    for c in costs:
+        evals = "eval not measured" if c["eval_hours"] is None else f"eval {c['eval_hours']:.1f}"
+        note = f"; rate {', '.join(c['notes'])}" if c["notes"] else ""
+        lines.append(
+            f"estimated cost on {c['device']}: {c['total_hours']:.1f} device-hours "
+            f"(updates {c['update_hours']:.1f}, {evals}{note})"
+        )
+        if c["unmeasured_runs"]:
+            lines.append(
+                f"  (no throughput measured for this network size on {c['device']}: "
+                f"{len(c['unmeasured_runs'])} job(s) not counted)"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# A job
+
+
+def train_command(config, run_dir: Path) -> list[str]:
+    """The ``qam-lite train`` command line equivalent to one job (recorded as provenance)."""
+    from qam_lite.config import FIELDS, to_dict
+
+    values = to_dict(config)
+    cmd = ["qam-lite", "train", config.task, "--agent", config.agent, "--out", str(run_dir)]
+    for name, value in values.items():
+        if name in ("task", "agent") or name not in FIELDS:
+            continue
+        if value is None or isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, list | tuple):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        cmd += ["--set", f"{name}={text}"]
+    return cmd
+
+
+class SweepJob(Checkpointable):
+    """One run of a sweep, as submitit executes it (picklable; requeue-safe).
+
+    ``env`` is set before JAX is imported (CUDA_VISIBLE_DEVICES, memory fraction, evaluation
+    workers); ``cpus`` pins the job (and its evaluation workers) to those CPUs.
+    """
+
+    def __init__(self, config_dict: dict, run_dir: str, sweep: str, env: dict, cpus=None):
+        self.config_dict, self.run_dir, self.sweep = config_dict, run_dir, sweep
+        self.env, self.cpus = dict(env), cpus
+
+    def __call__(self) -> dict:
+        os.environ.update(self.env)
+        if self.cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, self.cpus)
+        run_dir = Path(self.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if _job_environment() is not None:  # a submitit job: its output goes to the run folder
+            _redirect_output(run_dir)
+        self._record_attempt(run_dir)
+        from qam_lite.config import from_dict
+        from qam_lite.train import train
+
+        config = from_dict(self.config_dict)
+        sys.argv = train_command(config, run_dir)  # provenance.json records this command
+        previous = signal.getsignal(_preempt_signal())
+        preempted = []
+
+        def on_preempt(signum, frame):
+            # Ask training to stop as on a first Ctrl-C (it finishes the current step and saves a
+            # checkpoint, then returns); submitit's own handler then requeues the job below.
+            preempted.append(signum)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        if callable(previous):  # under submitit: its checkpoint-and-requeue handler
+            signal.signal(_preempt_signal(), on_preempt)
+        try:
+            summary = train(config, run_dir, progress=False)
+        except KeyboardInterrupt:
+            if not preempted:
+                raise
+            summary = None
+        if preempted:
+            print(f"pre-empted at {_now()}: checkpoint saved, requeuing", flush=True)
+            previous(preempted[0], None)  # calls self.checkpoint(), then requeues and exits
+        print(f"finished at {_now()}: success {summary.get('success_rate')}", flush=True)
+        return summary
+
+    def checkpoint(self, *args, **kwargs):
+        """On pre-emption/time-out: resubmit the same job; ``train`` resumes its checkpoint."""
+        return submitit.helpers.DelayedSubmission(
+            SweepJob(self.config_dict, self.run_dir, self.sweep, self.env, self.cpus)
+        )
+
+    def _record_attempt(self, run_dir: Path) -> None:
+        from qam_lite.logs import write_json
+
+        path = run_dir / "job.json"
+        record = json.loads(path.read_text()) if path.exists() else {"sweep": self.sweep}
+        attempt = {"date": _now(), "host": socket.gethostname(), "pid": os.getpid()}
+        job_env = _job_environment()
+        attempt.update(
+            executor=job_env.cluster if job_env else None,
+            job_id=job_env.job_id if job_env else None,
+        )
+        attempt.update(env=self.env, cpus=list(self.cpus) if self.cpus else None)
+        record.setdefault("attempts", []).append(attempt)
+        write_json(path, record)
+
+
+def _job_environment():
+    """submitit's JobEnvironment inside a submitit job, else None (called directly)."""
+    if submitit is None:
+        return None
+    try:
+        return submitit.JobEnvironment()
+    except RuntimeError:
+        return None
+
+
+def _preempt_signal():
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+def _redirect_output(run_dir: Path) -> None:
+    """Append this process's stdout/stderr (Python and C level) to the run folder's logs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, name in ((1, "stdout.log"), (2, "stderr.log")):
+        log = os.open(run_dir / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, fd)
+        os.close(log)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# Executors
+
+
+@dataclasses.dataclass
+class Resources:
+    """How jobs share the machine (local) or what each asks of the cluster (slurm)."""
+
+    cluster: str = "local"
+    max_parallel: int | None = None  # local: jobs at once
+    cpus_per_job: int | None = None
+    gpus: list[int] | None = None  # local: GPU ids to use (None: detect)
+    jobs_per_gpu: int = 1  # local: jobs sharing one GPU
+    partition: str | None = None  # slurm
+    time_min: int = 24 * 60  # slurm: wall time per job (then requeued from its checkpoint)
+    gpus_per_job: int = 1  # slurm
+    mem_gb: int | None = None  # slurm
+    array_parallelism: int = 64  # slurm: array tasks running at once
+    array_size: int = 1000  # slurm: most jobs per array (the cluster's MaxArraySize)
+    slurm_setup: list[str] = dataclasses.field(default_factory=list)  # e.g. module loads
+
+
+def detect_gpus() -> list[int]:
+    """GPU ids on this machine: ``CUDA_VISIBLE_DEVICES`` if set, else ``nvidia-smi -L``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(x) for x in visible.split(",") if x.strip().isdigit()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return list(range(sum(line.startswith("GPU ") for line in out.stdout.splitlines())))
+
+
+def _need_submitit() -> None:
+    if submitit is None:
+        raise SweepError("submitit is not installed; accepted fix: pip install submitit")
+
+
+def local_slots(res: Resources) -> list[tuple[dict, list[int] | None]]:
+    """``(env, cpus)`` of each concurrent local job slot."""
+    from qam_lite.envpool import WORKERS_ENV, available_cpus
+
+    gpus = detect_gpus() if res.gpus is None else list(res.gpus)
+    default = len(gpus) * res.jobs_per_gpu if gpus else 1
+    parallel = res.max_parallel or default
+    if res.max_parallel is not None and res.max_parallel < 1:
+        raise SweepError(f"--max-parallel {res.max_parallel} is invalid; accepted: >= 1")
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = list(range(available_cpus()))
+    per_job = res.cpus_per_job or max(1, len(cpus) // parallel)
+    slots = []
+    for k in range(parallel):
+        env = {WORKERS_ENV: str(per_job)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[k % len(gpus)])
+            sharing = -(-parallel // len(gpus))
+            if sharing > 1:  # JAX preallocates 75 % of a GPU by default
+                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.2f}"
+        else:
+            env["JAX_PLATFORMS"] = "cpu"
+        share = [cpus[(k * per_job + j) % len(cpus)] for j in range(per_job)]
+        slots.append((env, share if len(cpus) >= per_job * parallel else None))
+    return slots
+
+
+def compile_cache_env(spec: SweepSpec) -> dict:
+    """JAX's persistent compilation cache in ``<out>/.jax-cache`` (unless one is set): a sweep's
+    jobs compile the same update for every task of a size, and a requeued job again."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return {}
+    return {"JAX_COMPILATION_CACHE_DIR": str((Path(spec.out) / ".jax-cache").resolve())}
+
+
+def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_s=1.0) -> list:
+    """Run the unfinished runs with submitit's LocalExecutor, at most one job per slot."""
+    _need_submitit()
+    from qam_lite.config import to_dict
+
+    slots = [(env | compile_cache_env(spec), cpus) for env, cpus in local_slots(res)]
+    folder = Path(spec.out) / ".submitit"
+    executor = submitit.LocalExecutor(folder=str(folder))
+    # A local job never times out (30 days); pre-emption does not happen locally.
+    executor.update_parameters(timeout_min=30 * 24 * 60)
+    todo = [r for r in runs if r.status != "done"]
+    free = list(range(len(slots)))
+    running: list[tuple[Any, int, PlannedRun]] = []
+    results = []
+    print(f"running {len(todo)} job(s), at most {len(slots)} at once (submitit local)", flush=True)
+    try:
+        while todo or running:
+            while todo and free:
+                slot, run = free.pop(0), todo.pop(0)
+                env, cpus = slots[slot]
+                job = executor.submit(
+                    SweepJob(to_dict(run.config), str(run.run_dir), spec.name, env, cpus)
+                )
+                running.append((job, slot, run))
+                print(f"started {run.task} x {run.agent} (job {job.job_id})", flush=True)
+            time.sleep(poll_s)
+            for item in list(running):
+                job, slot, run = item
+                if not job.done():
+                    continue
+                running.remove(item)
+                free.append(slot)
+                try:
+                    summary = job.result()
+                    results.append(summary)
+                    rate = summary.get("success_rate")
+                    shown = "n/a" if rate is None else f"{100 * rate:.1f}%"
+                    print(f"done {run.task} x {run.agent}: success {shown}", flush=True)
+                except Exception as err:  # noqa: BLE001 - reported per job, sweep continues
+                    results.append({"task": run.task, "agent": run.agent, "error": str(err)})
+                    print(
+                        f"FAILED {run.task} x {run.agent}: see {run.run_dir}/stderr.log "
+                        f"({str(err).strip().splitlines()[-1] if str(err).strip() else err})",
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        for job, _, _ in running:
+            job.cancel()  # SIGINT: each training saves its checkpoint
+        raise
+    return results
+
+
+def slurm_executor(spec: SweepSpec, res: Resources):
+    """A submitit SLURM executor for the spec (raises SweepError where ``sbatch`` is absent)."""
+    _need_submitit()
+    missing = [cmd for cmd in ("sbatch", "srun") if shutil.which(cmd) is None]
+    if missing:
+        raise SweepError(
+            f"--cluster slurm needs SLURM's `sbatch` and `srun` on PATH; not found on this "
+            f"machine: {', '.join(missing)}; accepted: --cluster local (runs here), or the same "
+            "command on the cluster's login node"
+        )
+    executor = submitit.AutoExecutor(
+        folder=str(Path(spec.out) / ".submitit" / "%j"), cluster="slurm"
+    )
+    params = dict(
+        timeout_min=res.time_min,
+        gpus_per_node=res.gpus_per_job,
+        tasks_per_node=1,
+        cpus_per_task=res.cpus_per_job or 8,
+        slurm_array_parallelism=res.array_parallelism,
+        name=f"qam-{spec.name}",
+    )
+    if res.partition:
+        params["slurm_partition"] = res.partition
+    if res.mem_gb:
+        params["mem_gb"] = res.mem_gb
+    if res.slurm_setup:
+        params["slurm_setup"] = list(res.slurm_setup)
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_slurm(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources) -> list:
+    """Submit the unfinished runs as SLURM job arrays of at most ``array_size``; returns jobs."""
+    from qam_lite.config import to_dict
+
+    executor = slurm_executor(spec, res)
+    todo = [r for r in runs if r.status != "done"]
+    env = {"QAM_LITE_EVAL_WORKERS": str(res.cpus_per_job or 8)} | compile_cache_env(spec)
+    jobs = []
+    for start in range(0, len(todo), res.array_size):
+        with executor.batch():
+            for run in todo[start : start + res.array_size]:
+                job = executor.submit(
+                    SweepJob(to_dict(run.config), str(run.run_dir), spec.name, env)
+                )
+                jobs.append((job, run))
+    for job, run in jobs:
+        print(f"submitted {run.task} x {run.agent}: job {job.job_id}", flush=True)
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``qam-lite sweep`` options (the CLI calls this)."""
+    p.add_argument(
+        "spec",
+        nargs="?",
+        default=None,
+        help=f"named spec ({', '.join(NAMED_SPECS)}) or a .toml file; options below override it",
+    )
+    p.add_argument("--tasks", nargs="+", help="task or domain names (a domain = its 5 tasks)")
+    p.add_argument("--agents", nargs="+", help="agent names, e.g. qam fql")
+    p.add_argument("--seeds", type=int, help="seeds per job, vmapped (num_seeds)")
+    p.add_argument("--seed", type=int, help="first seed")
+    p.add_argument("--preset", help="a `qam-lite train` preset, e.g. cpu-small or paper")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a Config field (repeatable)"
+    )
+    p.add_argument("--out", help="folder for the run folders (<out>/<task>/<agent>)")
+    p.add_argument("--dataset-dir", help="dataset folder (default ~/.ogbench/data)")
+    p.add_argument("--download", action="store_true", help="allow OGBench's official download")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its cost only")
+    p.add_argument("--results", default=str(ROOT / "results"), help="benchmark results folder")
+    p.add_argument("--cluster", default="local", help=f"one of {', '.join(CLUSTERS)}")
+    g = p.add_argument_group("local executor")
+    g.add_argument("--max-parallel", type=int, help="jobs at once (default: GPUs x jobs/GPU, or 1)")
+    g.add_argument("--cpus-per-job", type=int, help="CPUs per job (default: CPUs / max-parallel)")
+    g.add_argument("--gpus", type=int, nargs="*", help="GPU ids to use (default: all visible)")
+    g.add_argument("--jobs-per-gpu", type=int, default=1, help="jobs sharing one GPU")
+    g = p.add_argument_group("slurm")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time", type=int, default=24 * 60, help="minutes per job (then requeued)")
+    g.add_argument("--gpus-per-job", type=int, default=1)
+    g.add_argument("--mem-gb", type=int, help="memory per job")
+    g.add_argument("--array-parallelism", type=int, default=64, help="array tasks at once")
+    g.add_argument("--array-size", type=int, default=1000, help="most jobs per array")
+    g.add_argument("--slurm-setup", action="append", help="shell line run before each job")
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The spec named/loaded by ``args.spec`` with the command line's values on top."""
+    from qam_lite.config import ConfigError, parse_overrides
+
+    spec = load_spec(args.spec)
+    for field, value in (
+        ("tasks", args.tasks),
+        ("agents", args.agents),
+        ("num_seeds", args.seeds),
+        ("seed", args.seed),
+        ("preset", args.preset),
+        ("out", args.out),
+        ("dataset_dir", args.dataset_dir),
+    ):
+        if value is not None:
+            setattr(spec, field, value)
+    if args.download:
+        spec.download = True
+    if args.set:
+        try:
+            spec.overrides.update(parse_overrides(args.set))
+        except ConfigError as err:
+            raise SweepError(str(err)) from None
+    return spec
+
+
+def resources_from_args(args: argparse.Namespace) -> Resources:
+    if args.cluster not in CLUSTERS:
+        raise SweepError(f"--cluster {args.cluster!r} is unknown; accepted: {', '.join(CLUSTERS)}")
+    for name in ("max_parallel", "cpus_per_job", "jobs_per_gpu", "gpus_per_job", "array_size"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "gpus_per_job" else 1):
+            flag = "--" + name.replace("_", "-")
+            raise SweepError(f"{flag} {value} is invalid; accepted: an integer >= 1")
+    return Resources(
+        cluster=args.cluster,
+        max_parallel=args.max_parallel,
+        cpus_per_job=args.cpus_per_job,
+        gpus=args.gpus,
+        jobs_per_gpu=args.jobs_per_gpu,
+        partition=args.partition,
+        time_min=args.time,
+        gpus_per_job=args.gpus_per_job,
+        mem_gb=args.mem_gb,
+        array_parallelism=args.array_parallelism,
+        array_size=args.array_size,
+        slurm_setup=args.slurm_setup or [],
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``qam-lite sweep``: plan, print, then run (local) or submit (slurm); returns the number
+    of failed jobs."""
+    spec = spec_from_args(args)
+    res = resources_from_args(args)
+    if res.cluster == "slurm" and not args.dry_run:
+        slurm_executor(spec, res)  # fail early (no sbatch) before planning
+    runs = plan(spec)
+    print(describe(spec, runs, Path(args.results)), flush=True)
+    if args.dry_run:
+        return 0
+    if all(r.status == "done" for r in runs):
+        print("every run is finished; nothing to do")
+        return 0
+    if res.cluster == "slurm":
+        submit_slurm(spec, runs, res)
+        print("submitted; rerun the same command later to resubmit unfinished runs")
+        return 0
+    results = run_local(spec, runs, res)
+    failed = [r for r in results if "error" in r]
+    print(f"sweep {spec.name!r}: {len(results) - len(failed)} job(s) done, {len(failed)} failed")
+    return len(failed)

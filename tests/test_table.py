@@ -1,0 +1,149 @@
+"""``qam-lite table``: fixture run folders against the packaged paper numbers."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from qam_lite import table
+from qam_lite.cli import main
+
+PAPER_NET = {"actor_hidden": [512] * 4, "critic_hidden": [512] * 4, "batch_size": 256}
+SMALL_NET = {"actor_hidden": [128] * 2, "critic_hidden": [128] * 2, "batch_size": 128}
+OFFICIAL = {"source": "official", "path": "/data/cube-double-play-v0.npz"}
+GENERATED = {"generator": "qam_lite.generate", "episodes": 300}
+
+
+def write_run(folder, task, agent, rows, net=PAPER_NET, data=OFFICIAL, episodes=50):
+    """A run folder as `qam-lite train` writes it; rows = [(step, seed, success_rate)]."""
+    folder.mkdir(parents=True)
+    config = {"task": task, "agent": agent, "num_critics": 10, "flow_steps": 10}
+    config |= net | {"eval_episodes": episodes}
+    (folder / "config.json").write_text(json.dumps(config))
+    prov = {"task": task, "agent": agent, "data": data, "transitions": 1_000_000}
+    (folder / "provenance.json").write_text(json.dumps(prov))
+    lines = ["step,seed,phase,success_rate,episode_return,episode_length,episodes"]
+    lines += [f"{s},{seed},offline,{r},-1,100,{episodes}" for s, seed, r in rows]
+    (folder / "eval.csv").write_text("\n".join(lines) + "\n")
+
+
+T1 = "cube-double-play-singletask-task1-v0"
+T2 = "cube-double-play-singletask-task2-v0"
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    # QAM task 1: two seeds vmapped in one folder, paper sizes, official data.
+    write_run(
+        root / T1 / "qam",
+        T1,
+        "qam",
+        [(30000, 0, 0.1), (50000, 0, 0.5), (50000, 1, 0.7), (100000, 0, 0.6), (100000, 1, 0.8)],
+    )
+    # QAM task 2: one seed per folder, reduced networks, generated data, 10 episodes.
+    write_run(root / "t2s0", T2, "qam", [(50000, 0, 0.2)], SMALL_NET, GENERATED, episodes=10)
+    write_run(root / "t2s1", T2, "qam", [(50000, 1, 0.4)], SMALL_NET, GENERATED, episodes=10)
+    # FQL task 1: the same seed in two folders counts once (the first folder's value).
+    write_run(root / "fql-a", T1, "fql", [(50000, 0, 0.3)])
+    write_run(root / "fql-b", T1, "fql", [(50000, 0, 0.9)])
+    # BC on a task outside the paper; puzzle-4x4 on standard data.
+    write_run(root / "bc", "cube-single-play-singletask-task1-v0", "bc", [(50000, 0, 0.5)])
+    write_run(root / "p44", "puzzle-4x4-play-singletask-task1-v0", "qam", [(50000, 0, 0.0)])
+    # Scene on generated data smaller than the published size (the data record says so).
+    small = GENERATED | {"source": "generated", "paper_comparable": False}
+    write_run(
+        root / "scene", "scene-play-singletask-task1-v0", "fql", [(50000, 0, 0.1)], data=small
+    )
+    return root
+
+
+def test_ci95_and_the_packaged_paper_numbers():
+    mean, half = table.ci95([10.0, 20.0])
+    assert mean == 15.0 and half == pytest.approx(12.706 * 7.0710678 / 1.4142136, rel=1e-6)
+    assert table.ci95([3.0]) == (3.0, None)
+    # The paper's headline: QAM 44.4 after 1M offline steps over all 50 tasks, 12 seeds.
+    mean, half, n = table.paper_cell("all", "qam", 1_000_000)
+    assert n == 12 and mean == pytest.approx(44.39, abs=0.01) and 0 < half < 5
+    assert table.paper_cell("all", "bc", 1_000_000) is None  # BC is not in the paper
+    assert table.paper_cell(T1, "qam", 30_000) is None  # the paper reports every 50K
+    rows = table.paper_rows()
+    assert len({m for _, m, _ in rows}) == 17 and len({k for k, _, _ in rows}) == 61
+
+
+def test_layout_aggregates_marks_and_common_steps(runs_dir):
+    runs = table.find_runs([runs_dir])
+    assert len(runs) == 8
+    cells = table.build(runs)  # default: steps both sides have
+    by = {(c.level, c.key, c.agent, c.step): c for c in cells}
+    assert (("task", T1, "qam", 30000)) not in by  # the paper has no 30K
+    t1 = by["task", T1, "qam", 50000]
+    assert t1.mean == pytest.approx(60.0) and t1.seeds == 2 and t1.marks == set()
+    assert t1.ci == pytest.approx(12.706 * 14.142136 / 1.4142136, rel=1e-5)
+    assert t1.paper[2] == 12
+    t2 = by["task", T2, "qam", 50000]
+    assert t2.mean == pytest.approx(30.0) and t2.seeds == 2 and t2.marks == {"g", "r", "e"}
+    # The domain: mean of its tasks, CI over the seeds both tasks have, marked partial (2 of 5).
+    dom = by["domain", "cube-double-play", "qam", 50000]
+    assert dom.mean == pytest.approx(45.0) and dom.seeds == 2
+    assert dom.ci == pytest.approx(table.ci95([(50 + 20) / 2, (70 + 40) / 2])[1])
+    assert dom.marks == {"g", "r", "e", "p"}
+    assert by["all", "all", "qam", 50000].marks >= {"p", "s"}  # puzzle-4x4 on standard data
+    assert by["task", "puzzle-4x4-play-singletask-task1-v0", "qam", 50000].marks == {"s"}
+    assert by["task", "scene-play-singletask-task1-v0", "fql", 50000].marks == {"g", "n"}
+    # Only QAM task 1 has 100K: the domain row there averages one task.
+    assert by["domain", "cube-double-play", "qam", 100000].mean == pytest.approx(70.0)
+    fql = by["task", T1, "fql", 50000]
+    assert fql.mean == pytest.approx(30.0) and fql.seeds == 1 and fql.ci is None
+    # Paper numbers sit beside ours at the same step, from the packaged data.
+    assert fql.paper[0] == pytest.approx(table.ci95(table.paper_rows()[T1, "FQL", 50000])[0])
+    # BC on cube-single: no paper number, so no common step.
+    assert not any(c.agent == "bc" for c in cells)
+    ours = table.build(runs, "ours")
+    assert any(c.agent == "bc" and c.paper is None for c in ours)
+    assert {c.step for c in ours if c.key == T1 and c.agent == "qam"} == {30000, 50000, 100000}
+    assert {c.step for c in table.build(runs, [100000])} == {100000}
+
+
+def test_markdown_csv_latex_outputs(runs_dir):
+    cells = table.build(table.find_runs([runs_dir]))
+    md = table.to_markdown(cells)
+    assert "| task | cube-double-play-singletask-task1-v0 | qam | 50K | 60.0 ± 127.1 | 2 |" in md
+    assert "g = locally generated data" in md and "s = standard-size data" in md
+    rows = list(csv.DictReader(io.StringIO(table.to_csv(cells))))
+    row = next(r for r in rows if r["key"] == T2 and r["step"] == "50000")
+    assert row["mean"] == "30.0" and row["marks"] == "egr" and row["paper_method"] == "QAM"
+    assert row["paper_seeds"] == "12"
+    tex = table.to_latex(cells)
+    assert tex.startswith(r"\begin{tabular}") and r"\end{tabular}" in tex
+    assert r"30.0 $\pm$ 127.1$^{egr}$" in tex and r"\textbf{cube-double-play}" in tex
+
+
+def test_cli_writes_files_and_figures(runs_dir, tmp_path, capsys):
+    out = tmp_path / "table"
+    argv = ["table", str(runs_dir), "--format", "md", "csv", "tex", "--out", str(out)]
+    assert main([*argv, "--figures"]) == 0
+    for name in ("table.md", "table.csv", "table.tex"):
+        assert (out / name).stat().st_size > 0
+    figures = sorted(p.name for p in (out / "curves").glob("*.png"))
+    assert figures == sorted(
+        [f"{T1}.png", f"{T2}.png", "cube-single-play-singletask-task1-v0.png"]
+        + ["puzzle-4x4-play-singletask-task1-v0.png", "scene-play-singletask-task1-v0.png"]
+    )
+    assert main(["table", str(runs_dir), "--steps", "30000"]) == 0
+    assert "| 30K | 10.0 |" in capsys.readouterr().out
+
+
+def test_bad_input(tmp_path, runs_dir, capsys):
+    assert main(["table", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["table", str(tmp_path / "empty")]) == 2
+    assert "no run folders" in capsys.readouterr().err
+    assert main(["table", str(runs_dir), "--format", "html"]) == 2
+    assert "accepted: md, csv, tex" in capsys.readouterr().err
+    assert main(["table", str(runs_dir), "--steps", "late"]) == 2
+    assert "accepted: 'common', 'ours'" in capsys.readouterr().err
+    assert main(["table", str(runs_dir), "--steps", "12345"]) == 0
+    assert "no cell at the chosen steps (12345)" in capsys.readouterr().out
