@@ -1,16 +1,33 @@
-"""Book plumbing: quick mode, the repository address, Colab cells, and executing every chapter.
+"""Book plumbing: quick and batch modes, Colab cells, executing chapters, and building the site.
 
 ``QAM_LITE_QUICK=1`` shrinks every chapter's work so the whole book runs on a 2-core CPU in CI;
-chapters read it through :func:`quick` / :func:`pick`. :data:`REPOSITORY` is the one place that
-names the project's public repository: ``qam-lite book --sync`` rewrites every chapter's Colab badge
-and install cell from it (a test keeps them in sync).
+chapters read it through :func:`quick` / :func:`pick`. ``QAM_LITE_BATCH=1`` says nobody is
+watching (``qam-lite book``, the site build, tests): :mod:`qam_lite.widgets` then leaves no live
+widget in the saved outputs, and ``TQDM_DISABLE=1`` (set with it) leaves no frozen progress bar.
+
+:data:`REPOSITORY` is the one place that names the project's public repository: ``qam-lite book
+--sync`` rewrites every chapter's Colab badge and install cell from it (a test keeps them in sync).
+
+``qam-lite book`` does two things:
+
+1. :func:`build` runs every chapter in a fresh kernel (nbclient) and keeps, under ``_build/book``,
+   the executed notebook and a standalone HTML page of each (readable offline, no theme needed).
+   A chapter's files are replaced only once it has run to the end, and a chapter is skipped when
+   its source and mode match the last finished run, so an interrupted build resumes.
+2. :func:`build_site` builds the Jupyter Book 2 site with outputs (``jupyter book build --html
+   --execute``) into ``_build/html`` and checks that every chapter page really holds outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import html
+import json
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: The project's public repository (GitHub ``owner/name``) and branch; change here, then run
@@ -20,14 +37,25 @@ BRANCH = "main"
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK_DIR = ROOT / "book"
+#: The Colab badge, a local image (a remote one breaks offline builds), relative to ``book/``.
+BADGE_IMAGE = "images/colab-badge.svg"
 
 _BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 _INSTALL = re.compile(r"\"qam-lite @ git\+https://github\.com/[^\"]*\"")
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
 def quick() -> bool:
     """True when ``QAM_LITE_QUICK`` is set to a true value (1/true/yes)."""
-    return os.environ.get("QAM_LITE_QUICK", "").strip().lower() in {"1", "true", "yes"}
+    return _flag("QAM_LITE_QUICK")
+
+
+def batch() -> bool:
+    """True when ``QAM_LITE_BATCH`` is set: the notebook is executed with nobody watching."""
+    return _flag("QAM_LITE_BATCH")
 
 
 def pick(full, fast):
@@ -35,12 +63,24 @@ def pick(full, fast):
     return fast if quick() else full
 
 
+def batch_env(quick_mode: bool, base: dict | None = None) -> dict[str, str]:
+    """Environment for executing chapters with nobody watching (kernels inherit it).
+
+    Sets ``QAM_LITE_QUICK``, ``QAM_LITE_BATCH=1`` and ``TQDM_DISABLE=1``, and drops
+    ``MPLBACKEND`` so the kernel keeps its inline backend (figures saved as outputs).
+    """
+    env = dict(os.environ if base is None else base)
+    env.pop("MPLBACKEND", None)
+    env.update(QAM_LITE_QUICK="1" if quick_mode else "0", QAM_LITE_BATCH="1", TQDM_DISABLE="1")
+    return env
+
+
 def colab_badge(chapter: str) -> str:
-    """Markdown badge opening ``book/<chapter>.ipynb`` in Colab."""
+    """Markdown badge (local image) opening ``book/<chapter>.ipynb`` in Colab."""
     url = (
         f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/book/{chapter}.ipynb"
     )
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+    return f"[![Open In Colab]({BADGE_IMAGE})]({url})"
 
 
 def colab_install() -> str:
@@ -51,6 +91,12 @@ def colab_install() -> str:
 def chapters() -> list[Path]:
     """Chapter sources ``book/NN_*.md`` in reading order."""
     return sorted(BOOK_DIR.glob("[0-9][0-9]_*.md"))
+
+
+def _write_text(path: Path, text: str) -> None:
+    from qam_lite.atomic import write_bytes
+
+    write_bytes(path, text.encode())
 
 
 def object_markers(source: str, name: str) -> tuple[str, str | None]:
@@ -112,22 +158,144 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
         nb_path = md.with_suffix(".ipynb")
         stale = not nb_path.exists() or nb_path.stat().st_mtime < md.stat().st_mtime
         if new != text:
-            md.write_text(new)
+            _write_text(md, new)
         if new != text or stale:
             nb = jupytext.reads(new, fmt="md:myst")
-            jupytext.write(nb, nb_path, fmt="ipynb")
+            _write_text(nb_path, jupytext.writes(nb, fmt="ipynb"))
             changed.append(md)
     return changed
 
 
-def execute_chapter(md: Path, out_dir: Path, *, timeout: int = 1800) -> float:
+# --------------------------------------------------------------------------------------------
+# What a saved output must not hold
+
+
+_PROGRESS_BAR = re.compile(r"\d+%\|")
+
+
+def output_problems(output: dict) -> list[str]:
+    """What is wrong with one saved notebook output, as short phrases (empty when fine).
+
+    Flags tracebacks, live-widget reprs (which a static page shows as "a Jupyter kernel connection
+    is required") and frozen progress bars.
+    """
+    kind = output.get("output_type")
+    if kind == "error":
+        return [f"error output ({output.get('ename')}: {output.get('evalue', '')[:80]})"]
+    data = output.get("data", {})
+    text = output.get("text", "") if kind == "stream" else _plain(data.get("text/plain", ""))
+    text = "".join(text) if isinstance(text, list) else text
+    problems = []
+    if "application/vnd.jupyter.widget-view+json" in data or text.startswith("interactive("):
+        problems.append("live widget output")
+    if "Traceback (most recent call last)" in text:
+        problems.append("traceback text")
+    if _PROGRESS_BAR.search(text):
+        problems.append("progress bar text")
+    return problems
+
+
+def _plain(value) -> str:
+    """``text/plain`` as nbformat stores it, or as mystmd's page JSON does (a dict)."""
+    if isinstance(value, dict):
+        return value.get("content", "")
+    return "".join(value) if isinstance(value, list) else value
+
+
+def notebook_problems(nb) -> list[str]:
+    """``output_problems`` of every code cell of an executed notebook, prefixed by cell number."""
+    found = []
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(code_cells, 1):
+        for output in cell.get("outputs", []):
+            found += [f"code cell {i}: {p}" for p in output_problems(output)]
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Executing chapters
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the book; finished chapters are kept and a rerun resumes."""
+
+
+class ChapterFailed(Exception):
+    """A chapter raised; its last finished version (if any) is kept, the partial run is saved
+    beside it as ``<chapter>.failed.ipynb``."""
+
+
+def _execute_interruptibly(client, **kwargs) -> None:
+    """``client.async_execute(**kwargs)`` in a worker thread, so that Ctrl-C stays ours.
+
+    In the main thread nbclient replaces the SIGINT handler with its own, which kills the kernel
+    and then fails in its own cleanup (``AssertionError``). In a worker thread it installs none:
+    Ctrl-C raises ``KeyboardInterrupt`` here, which interrupts the kernel (a second Ctrl-C, or
+    10 s without an answer, shuts it down) and then raises :class:`Interrupted`.
+    """
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    failure: list[BaseException] = []
+    # An Event, not Thread.join: a join interrupted by Ctrl-C can mark the thread as finished.
+    done = threading.Event()
+
+    def work():
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(client.async_execute(**kwargs))
+        except BaseException as err:  # handed to the main thread
+            failure.append(err)
+        finally:
+            done.set()
+
+    def send(action: str, **kw):
+        km = client.km
+        if km is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(getattr(km, action)(**kw), loop)
+
+    worker = threading.Thread(target=work, name="book-chapter", daemon=True)
+    worker.start()
+    interrupts, deadline = 0, None
+    while not done.is_set():
+        try:
+            done.wait(0.2)
+        except KeyboardInterrupt:
+            interrupts += 1
+            deadline = time.monotonic() + 10
+            if interrupts == 1:
+                send("interrupt_kernel")
+            else:
+                send("shutdown_kernel", now=True)
+        if deadline is not None and time.monotonic() > deadline:
+            send("shutdown_kernel", now=True)
+            deadline = time.monotonic() + 3600
+    loop.close()
+    if interrupts:
+        raise Interrupted("interrupted")
+    if failure:
+        raise failure[0]
+
+
+def execute_chapter(
+    md: Path, out_dir: Path, *, timeout: int = 1800, quick_mode: bool | None = None
+) -> float:
     """Run one chapter in a fresh kernel (cwd ``book/``), save it executed; return seconds.
 
-    Raises ``nbclient.exceptions.CellExecutionError`` naming the failing cell on any error.
+    The kernel runs in batch mode (:func:`batch_env`; quick mode as ``quick_mode``, default: the
+    current :func:`quick`); its own log (not the cells' output) goes to
+    ``out_dir/<chapter>.kernel.log``. ``out_dir/<chapter>.ipynb`` is replaced, atomically, only
+    when every cell ran; on an error the partial notebook goes to ``<chapter>.failed.ipynb`` and
+    ``nbclient.exceptions.CellExecutionError`` (naming the failing cell) propagates; Ctrl-C
+    raises :class:`Interrupted` and writes nothing.
     """
     import jupytext
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from qam_lite.atomic import write_bytes
 
     nb = jupytext.read(md, fmt="md:myst")
     nb.metadata["kernelspec"] = {
@@ -135,18 +303,28 @@ def execute_chapter(md: Path, out_dir: Path, *, timeout: int = 1800) -> float:
         "display_name": "Python 3",
         "language": "python",
     }
+    env = batch_env(quick() if quick_mode is None else quick_mode)
     start = time.perf_counter()
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}
     )
-    try:
-        client.execute()
-    finally:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / f".{md.stem}.ipynb.tmp"
-        nbformat.write(nb, tmp)
-        tmp.replace(out_dir / f"{md.stem}.ipynb")
-    return time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / f"{md.stem}.kernel.log", "wb") as log:
+        try:
+            _execute_interruptibly(client, env=env, stdout=log, stderr=log)
+        except CellExecutionError:
+            write_bytes(out_dir / f"{md.stem}.failed.ipynb", nbformat.writes(nb).encode())
+            raise
+        except Interrupted:
+            log.close()
+            (out_dir / f"{md.stem}.kernel.log").unlink()
+            raise
+    seconds = time.perf_counter() - start
+    write_bytes(out_dir / f"{md.stem}.ipynb", nbformat.writes(nb).encode())
+    for leftover in (f"{md.stem}.failed.ipynb", f"{md.stem}.kernel.log"):
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / leftover).unlink()
+    return seconds
 
 
 def export_html(notebook: Path) -> Path:
@@ -156,20 +334,91 @@ def export_html(notebook: Path) -> Path:
 
     body, _ = HTMLExporter(template_name="classic").from_notebook_node(nbformat.read(notebook, 4))
     out = notebook.with_suffix(".html")
-    out.write_text(body)
+    _write_text(out, body)
     return out
 
 
-def _index_html(rows: list[tuple[str, float]], quick_mode: bool) -> str:
-    items = "\n".join(
-        f'<li><a href="{name}.html">{name}</a> <small>({secs:.0f} s)</small></li>'
-        for name, secs in rows
+def source_hash(md: Path) -> str:
+    """SHA-256 of a chapter's source: a finished run is reused only for the same text."""
+    return hashlib.sha256(md.read_bytes()).hexdigest()
+
+
+STATE_FILE = "state.json"
+
+
+def _read_state(out_dir: Path) -> dict:
+    try:
+        state = json.loads((out_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _is_finished(md: Path, out_dir: Path, state: dict, quick_mode: bool) -> bool:
+    entry = state.get(md.stem, {})
+    return (
+        (out_dir / f"{md.stem}.ipynb").exists()
+        and entry.get("source_sha256") == source_hash(md)
+        and entry.get("quick") == quick_mode
     )
-    mode = "quick (QAM_LITE_QUICK=1)" if quick_mode else "full"
+
+
+def index_html(state: dict, out_dir: Path) -> str:
+    """The executed book's contents page: every chapter, finished or not, with how it ran."""
+    items = []
+    for md in chapters():
+        entry = state.get(md.stem)
+        name = html.escape(md.stem)
+        if entry and (out_dir / f"{md.stem}.html").exists():
+            mode = "quick" if entry.get("quick") else "full"
+            items.append(
+                f'<li><a href="{name}.html">{name}</a> '
+                f"<small>({mode} mode, {entry.get('seconds', 0):.0f} s)</small></li>"
+            )
+        else:
+            items.append(f"<li>{name} <small>(not executed yet)</small></li>")
     return (
         "<!doctype html><meta charset='utf-8'><title>qam-lite book</title>"
-        f"<h1>qam-lite: the executed book</h1><p>Mode: {mode}.</p><ol>{items}</ol>"
+        "<h1>qam-lite: the executed book</h1>"
+        "<p>Each chapter as executed by <code>qam-lite book</code> "
+        "(quick mode: <code>QAM_LITE_QUICK=1</code>).</p>"
+        f"<ol>{''.join(items)}</ol>"
     )
+
+
+@dataclass
+class BookRun:
+    """What :func:`build` did: chapters run now (with seconds), chapters already up to date."""
+
+    out_dir: Path
+    ran: list[tuple[str, float]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def index(self) -> Path:
+        return self.out_dir / "index.html"
+
+    def summary(self) -> str:
+        """One line, e.g. ``2 chapter(s) executed in 95 s, 4 already up to date (...)``."""
+        seconds = sum(s for _, s in self.ran)
+        parts = [f"{len(self.ran)} chapter(s) executed in {seconds:.0f} s"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} already up to date (--force re-runs them)")
+        return ", ".join(parts) + f" -> {self.index}"
+
+
+def select(only: list[str] | None) -> list[Path]:
+    """Chapters whose name contains any of ``only`` (all when ``only`` is None)."""
+    every = chapters()
+    if only is None:
+        return every
+    keys = [k for k in only if k.strip()]
+    todo = [md for md in every if any(key in md.stem for key in keys)]
+    if not todo:
+        names = ", ".join(md.stem for md in every)
+        raise ValueError(f"no chapter matches {only}; chapters are: {names}")
+    return todo
 
 
 def build(
@@ -178,72 +427,317 @@ def build(
     quick_mode: bool = False,
     only: list[str] | None = None,
     force: bool = False,
-    site: bool = True,
-) -> list[tuple[str, float]]:
-    """Execute every chapter, save notebooks + offline HTML under ``out_dir``; optionally the site.
+    timeout: int = 1800,
+) -> BookRun:
+    """Execute chapters, save each one's notebook + offline HTML under ``out_dir``.
 
-    Finished chapters (executed notebook newer than its source, same mode) are skipped unless
-    ``force``, so an interrupted build resumes where it stopped.
+    A chapter whose source and mode match its last finished run is skipped unless ``force``.
+    A chapter's files (and ``state.json``, ``index.html``, which always list every chapter) are
+    written atomically and only once it has run to the end, so an interrupted or failed run never
+    replaces a good chapter with a partial one, and a rerun resumes where it stopped.
 
-    Returns ``[(chapter, seconds), ...]`` (0 for skipped chapters).
+    Raises :class:`Interrupted` on Ctrl-C, :class:`ChapterFailed` when a chapter raises.
     """
-    import json
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
 
-    from tqdm.auto import tqdm
-
-    os.environ["QAM_LITE_QUICK"] = "1" if quick_mode else "0"
+    todo = select(only)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp_file = out_dir / "mode.json"
-    stamps = json.loads(stamp_file.read_text()) if stamp_file.exists() else {}
-    todo = [md for md in chapters() if not only or any(key in md.stem for key in only)]
-    if only and not todo:
-        names = ", ".join(md.stem for md in chapters())
-        raise ValueError(f"no chapter matches {only}; chapters are: {names}")
-    rows = []
-    for md in tqdm(todo, desc="chapters", unit="chapter"):
-        done = out_dir / f"{md.stem}.ipynb"
-        fresh = done.exists() and done.stat().st_mtime > md.stat().st_mtime
-        if fresh and not force and stamps.get(md.stem) == quick_mode:
-            rows.append((md.stem, 0.0))
+    state = _read_state(out_dir)
+    run = BookRun(out_dir)
+    _write_text(out_dir / "index.html", index_html(state, out_dir))
+    for n, md in enumerate(todo):
+        if not force and _is_finished(md, out_dir, state, quick_mode):
+            run.skipped.append(md.stem)
             continue
-        secs = execute_chapter(md, out_dir)
-        export_html(done)
-        stamps[md.stem] = quick_mode
-        stamp_file.write_text(json.dumps(stamps, indent=1))
-        rows.append((md.stem, secs))
-    (out_dir / "index.html").write_text(_index_html(rows, quick_mode))
-    if site:
-        _build_site()
-    return rows
+        print(f"book: executing {md.stem} ({n + 1}/{len(todo)})", flush=True)
+        try:
+            secs = execute_chapter(md, out_dir, timeout=timeout, quick_mode=quick_mode)
+        except CellExecutionError as err:
+            raise ChapterFailed(
+                f"chapter {md.stem} failed (partial run: "
+                f"{out_dir / (md.stem + '.failed.ipynb')}):\n{_short(err)}"
+            ) from None
+        except KeyboardInterrupt:
+            raise _interrupted(md, run) from None
+        export_html(out_dir / f"{md.stem}.ipynb")
+        problems = notebook_problems(nbformat.read(out_dir / f"{md.stem}.ipynb", 4))
+        if problems:
+            run.problems[md.stem] = problems
+        state[md.stem] = {
+            "source_sha256": source_hash(md),
+            "quick": quick_mode,
+            "seconds": round(secs, 1),
+        }
+        _write_text(out_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
+        _write_text(out_dir / "index.html", index_html(state, out_dir))
+        run.ran.append((md.stem, secs))
+    return run
 
 
-def _build_site() -> None:
-    """Try the Jupyter Book 2 HTML site; its theme is downloaded, so offline this only reports."""
+def _interrupted(md: Path, run: BookRun) -> Interrupted:
+    kept = len(run.ran) + len(run.skipped)
+    return Interrupted(
+        f"interrupted while executing {md.stem}; its previous version (if any) and the "
+        f"{kept} chapter(s) finished in this run are kept in {run.out_dir}"
+    )
+
+
+def _short(err: Exception, lines: int = 12) -> str:
+    """The last lines of a cell error (nbclient's message repeats the whole cell first)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+# --------------------------------------------------------------------------------------------
+# The Jupyter Book 2 site
+
+
+class SiteError(Exception):
+    """The site could not be built, or was built without the outputs it should hold."""
+
+
+THEME_DIR = Path("_build") / "templates" / "site" / "myst" / "book-theme"
+
+
+def install_theme(theme: Path, root: Path = ROOT) -> Path:
+    """Copy a local ``book-theme`` site template where mystmd looks before downloading one.
+
+    mystmd installs ``node_modules`` inside the template folder (``npm install``), so the
+    template is copied (without its ``node_modules``) rather than used in place. Returns the copy.
+    """
     import shutil
+
+    theme = Path(theme).expanduser().resolve()
+    if not (theme / "template.yml").is_file():
+        raise SiteError(f"--theme {theme} is not a MyST site template (no template.yml in it)")
+    dest = root / THEME_DIR
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(
+        theme, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("node_modules", ".git")
+    )
+    # The source may be read-only (CI's shared/); npm must write node_modules into the copy.
+    for folder, subfolders, files in os.walk(dest):
+        subfolders[:] = [name for name in subfolders if name != "node_modules"]
+        for path in [folder, *(os.path.join(folder, name) for name in files)]:
+            os.chmod(path, os.stat(path).st_mode | 0o200)
+    return dest
+
+
+@contextlib.contextmanager
+def jupyter_server(root: Path, env: dict[str, str], log, *, startup: float = 300.0):
+    """A Jupyter server for mystmd to execute the chapters in; yields ``{JUPYTER_BASE_URL, ...}``.
+
+    mystmd would start its own, but gives it only 20 s to answer (too short on a busy 2-core
+    machine: every page then silently loses its outputs) and, as root, it refuses to start
+    without ``ServerApp.allow_root``. This one is started with both handled, on 127.0.0.1, and
+    stopped afterwards.
+    """
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--ServerApp.allow_root=True")
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            if proc.poll() is not None:
+                raise SiteError(f"the Jupyter server exited with code {proc.returncode}")
+            try:
+                urllib.request.urlopen(f"{url}api/status?token={token}", timeout=5).close()
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise SiteError(
+                        f"the Jupyter server did not answer in {startup:.0f} s"
+                    ) from None
+                time.sleep(0.5)
+        yield {"JUPYTER_BASE_URL": url, "JUPYTER_TOKEN": token}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _invalidate_execution_cache(root: Path, quick_mode: bool, force: bool) -> None:
+    """Drop ``_build/execute`` unless it was filled in this mode with this library.
+
+    mystmd reuses a notebook's cached outputs whenever its code cells are unchanged: it cannot
+    know that ``QAM_LITE_QUICK`` or the library changed, and would publish stale outputs.
+    """
+    import shutil
+
+    library = hashlib.sha256()
+    for path in sorted((ROOT / "qam_lite").rglob("*.py")):
+        library.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    key = {"quick": quick_mode, "library_sha256": library.hexdigest()}
+    stamp = root / "_build" / "execute-cache.json"
+    cache = root / "_build" / "execute"
+    try:
+        same = json.loads(stamp.read_text()) == key
+    except (FileNotFoundError, json.JSONDecodeError):
+        same = False
+    if force or not same:
+        shutil.rmtree(cache, ignore_errors=True)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    _write_text(stamp, json.dumps(key))
+
+
+def site_command(root: Path = ROOT) -> list[str]:
+    """The site build command, with this Python's ``jupyter`` even when the venv is inactive."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).with_name("jupyter")
+    jupyter = str(beside) if beside.exists() else shutil.which("jupyter") or "jupyter"
+    return [jupyter, "book", "build", "--html", "--execute", "--ci"]
+
+
+def build_site(
+    *,
+    quick_mode: bool = False,
+    theme: Path | None = None,
+    root: Path = ROOT,
+    force: bool = False,
+    timeout: int = 7200,
+) -> Path:
+    """Build the executed Jupyter Book 2 site into ``root/_build/html``; return its index.html.
+
+    ``theme``: a local copy of the ``book-theme`` template (offline builds; see
+    :func:`install_theme`); without it mystmd downloads the theme. The chapters run in batch mode
+    (:func:`batch_env`); mystmd's execution cache is dropped when ``force``, or when the mode or
+    the library changed since it was filled (see :func:`_invalidate_execution_cache`).
+
+    Raises :class:`SiteError` saying why when the build fails or a chapter page lacks outputs or
+    holds a traceback, a live widget or a progress bar (:func:`check_site`), and
+    :class:`Interrupted` on Ctrl-C.
+    """
     import subprocess
     import sys
 
-    # The venv's own jupyter, found beside this Python even when the venv is not activated.
-    beside = Path(sys.executable).with_name("jupyter")
-    jupyter = str(beside) if beside.exists() else shutil.which("jupyter") or "jupyter"
+    if theme is not None:
+        install_theme(theme, root)
+    _invalidate_execution_cache(root, quick_mode, force)
+    env = batch_env(quick_mode)
+    # The kernels get this Python (mystmd runs the kernel named in each chapter, python3).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    log = root / "_build" / "site-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"book: building the site (jupyter book build --html --execute; log: {log})", flush=True)
     try:
-        proc = subprocess.run(
-            [jupyter, "book", "build", "--html", "--ci"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
+        with open(log, "w") as out, jupyter_server(root, env, out) as server:
+            proc = subprocess.run(
+                site_command(root),
+                cwd=root,
+                env={**env, **server},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+            )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted while building the site; the executed chapters are kept"
+        ) from None
+    except subprocess.TimeoutExpired as err:
+        raise SiteError(f"the site build took over {timeout} s (log: {log})") from err
+    except OSError as err:
+        raise SiteError(f"cannot run {site_command(root)[0]}: {err}") from err
+    lines = log.read_text(errors="replace").splitlines()
+    if proc.returncode != 0:
+        why = next(
+            (ln for ln in lines if re.search(r"fail|error|⛔", ln, re.I)),
+            lines[-1] if lines else "(no output)",
         )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        print(f"Jupyter Book site not built ({err}); the executed notebooks above are complete.")
-        return
-    if proc.returncode == 0:
-        print(f"Jupyter Book site: {ROOT / '_build' / 'html' / 'index.html'}")
-    else:
-        lines = (proc.stderr + proc.stdout).strip().splitlines() or ["(no output)"]
-        # The line that says why (e.g. the failed theme request), not myst's closing hints.
-        why = next((line for line in lines if "fail" in line.lower()), lines[-1])
-        print(
-            "Jupyter Book site not built (it downloads its HTML theme; offline that fails): "
-            f"{why.strip()}\nThe executed chapters are complete without it."
+        raise SiteError(f"jupyter book build failed: {why.strip()} (log: {log})")
+    problems = check_site(root / "_build" / "html")
+    if problems:
+        first = next((ln.strip() for ln in lines if "⛔" in ln), None)
+        raise SiteError(
+            "the site was built but is not right (log: "
+            f"{log}):\n"
+            + "\n".join(f"  {p}" for p in problems)
+            + (f"\nfirst error in the log: {first}" if first else "")
         )
+    return root / "_build" / "html" / "index.html"
+
+
+def _walk_outputs(node):
+    """Every ``output`` node of a mystmd page tree."""
+    if isinstance(node, dict):
+        if node.get("type") == "output" and "jupyter_data" in node:
+            yield node["jupyter_data"]
+        for value in node.values():
+            yield from _walk_outputs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk_outputs(value)
+
+
+def _has_code(node) -> bool:
+    if isinstance(node, dict):
+        if node.get("type") == "code" and node.get("executable"):
+            return True
+        return any(_has_code(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_code(v) for v in node)
+    return False
+
+
+def check_site(html_dir: Path) -> list[str]:
+    """Problems with a built site's chapter pages (empty when every page is right).
+
+    Each chapter page (``book/NN_*.md``) must exist, hold outputs, and hold no error output,
+    traceback, live widget or progress bar; every figure it references must exist on disk.
+    """
+    pages = {}
+    for page in html_dir.glob("*.json"):
+        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+            data = json.loads(page.read_text())
+            if isinstance(data, dict) and "location" in data and "mdast" in data:
+                pages[data["location"].lstrip("/")] = data
+    problems = []
+    for md in chapters():
+        where = md.relative_to(md.parent.parent).as_posix()
+        page = pages.get(where)
+        if page is None:
+            problems.append(f"{where}: no page in {html_dir}")
+            continue
+        outputs = list(_walk_outputs(page["mdast"]))
+        if _has_code(page["mdast"]) and not outputs:
+            problems.append(f"{where}: no outputs (the chapter was not executed)")
+        elif _has_code(page["mdast"]) and not any(
+            key.startswith("image/") for o in outputs for key in o.get("data", {})
+        ):
+            problems.append(f"{where}: no figure (was MPLBACKEND set to a non-inline backend?)")
+        for output in outputs:
+            problems += [f"{where}: {p}" for p in output_problems(output)]
+            for bundle in output.get("data", {}).values():
+                path = bundle.get("path") if isinstance(bundle, dict) else None
+                if path and not (html_dir / path.lstrip("/")).exists():
+                    problems.append(f"{where}: output file {path} missing")
+    return problems

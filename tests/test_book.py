@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import jupytext
+import nbformat
 import pytest
 
 from qam_lite import book
@@ -44,11 +52,13 @@ def test_chapter_opening(md):
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_executes_in_quick_mode(md, tmp_path, monkeypatch):
-    monkeypatch.setenv("QAM_LITE_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    book.execute_chapter(md, tmp_path, timeout=900)
-    assert (tmp_path / f"{md.stem}.ipynb").exists()
+def test_chapter_executes_in_quick_mode(md, tmp_path):
+    book.execute_chapter(md, tmp_path, timeout=900, quick_mode=True)
+    nb = nbformat.read(tmp_path / f"{md.stem}.ipynb", 4)
+    # Batch execution leaves no live widget, frozen progress bar or traceback in the outputs.
+    assert book.notebook_problems(nb) == []
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure saved"
 
 
 def _select(lines, start_at, end_before):
@@ -72,3 +82,189 @@ def test_literalincludes_cut_exactly_one_object(md):
         body = ast.parse(_select(source, opts["start-at"], opts.get("end-before"))).body
         assert len(body) == 1 and isinstance(body[0], ast.FunctionDef | ast.ClassDef)
         assert opts["start-at"].split()[1].startswith(body[0].name)
+
+
+def test_colab_badge_is_a_local_image():
+    badge = book.colab_badge("01_flow_matching")
+    image = re.search(r"\[!\[Open In Colab\]\(([^)]*)\)\]", badge)[1]
+    assert not image.startswith(("http:", "https:")), "a remote badge breaks offline builds"
+    assert (book.BOOK_DIR / image).is_file()
+    assert "colab.research.google.com/github/" in badge
+
+
+def test_site_has_a_local_favicon():
+    toc = (book.ROOT / "myst.yml").read_text()
+    favicon = re.search(r"^\s+favicon: (\S+)$", toc, re.M)
+    assert favicon and (book.ROOT / favicon[1]).is_file()
+
+
+# --- the runner, on a tiny fake book (seconds, not minutes) ---------------------------------
+
+
+def _chapter(text: str) -> str:
+    return (
+        textwrap.dedent(
+            """\
+        ---
+        kernelspec:
+          name: python3
+          display_name: Python 3
+        ---
+        # A chapter
+
+        ```{code-cell} ipython3
+        %s
+        ```
+        """
+        )
+        % text
+    )
+
+
+@pytest.fixture
+def fake_book(tmp_path, monkeypatch):
+    src = tmp_path / "book"
+    src.mkdir()
+    (src / "01_one.md").write_text(_chapter("print('one')"))
+    (src / "02_two.md").write_text(_chapter("print('two')"))
+    monkeypatch.setattr(book, "BOOK_DIR", src)
+    monkeypatch.setattr(book, "chapters", lambda: sorted(src.glob("[0-9][0-9]_*.md")))
+    return src, tmp_path / "out"
+
+
+def test_a_rerun_skips_finished_chapters_and_says_so(fake_book):
+    src, out = fake_book
+    first = book.build(out, quick_mode=True)
+    assert [name for name, _ in first.ran] == ["01_one", "02_two"]
+    again = book.build(out, quick_mode=True)
+    assert again.ran == [] and again.skipped == ["01_one", "02_two"]
+    assert again.summary().startswith("0 chapter(s) executed in 0 s, 2 already up to date")
+    # Another mode, or an edited source, runs the chapter again.
+    assert [n for n, _ in book.build(out, quick_mode=False, only=["01"]).ran] == ["01_one"]
+    (src / "02_two.md").write_text(_chapter("print('two, edited')"))
+    assert [n for n, _ in book.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
+
+
+def test_only_one_chapter_keeps_the_index_whole(fake_book):
+    _, out = fake_book
+    book.build(out, quick_mode=True)
+    book.build(out, quick_mode=True, only=["02"], force=True)
+    index = (out / "index.html").read_text()
+    assert 'href="01_one.html"' in index and 'href="02_two.html"' in index
+
+
+def test_only_with_no_match_or_no_value_is_refused(fake_book):
+    from qam_lite import cli
+
+    _, out = fake_book
+    with pytest.raises(ValueError, match="no chapter matches"):
+        book.build(out, only=["99"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(["book", "--only"])
+    assert exit_.value.code == 2
+
+
+def test_a_failed_rerun_keeps_the_finished_chapter(fake_book):
+    src, out = fake_book
+    book.build(out, quick_mode=True, only=["01"])
+    good = (out / "01_one.ipynb").read_bytes()
+    state = (out / "state.json").read_text()
+    (src / "01_one.md").write_text(_chapter("raise RuntimeError('boom')"))
+    with pytest.raises(book.ChapterFailed, match="boom"):
+        book.build(out, quick_mode=True, only=["01"], force=True)
+    assert (out / "01_one.ipynb").read_bytes() == good
+    assert (out / "state.json").read_text() == state
+    assert "boom" in (out / "01_one.failed.ipynb").read_text()
+    # The next run does not take the failed chapter for finished.
+    with pytest.raises(book.ChapterFailed):
+        book.build(out, quick_mode=True, only=["01"])
+
+
+_INTERRUPTIBLE = """
+import sys
+from pathlib import Path
+from qam_lite import book, cli
+src = Path(sys.argv[1])
+book.BOOK_DIR = src
+book.chapters = lambda: sorted(src.glob("[0-9][0-9]_*.md"))
+sys.exit(cli.main(["book", "--no-site", "--out", sys.argv[2]]))
+"""
+
+
+def test_ctrl_c_gives_the_resume_message_and_keeps_finished_chapters(fake_book, tmp_path):
+    src, out = fake_book
+    marker = tmp_path / "started"
+    (src / "02_two.md").write_text(
+        _chapter(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(60)")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTIBLE, str(src), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C would hit
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), proc.communicate()[0] if proc.poll() is not None else "no start"
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output
+    assert "interrupted while executing 02_two" in output
+    assert "run the same command again to resume" in output
+    assert (out / "01_one.ipynb").exists() and not (out / "02_two.ipynb").exists()
+    assert list(json.loads((out / "state.json").read_text())) == ["01_one"]
+
+
+def test_site_check_finds_missing_outputs_tracebacks_and_widgets(tmp_path, monkeypatch):
+    md = tmp_path / "book" / "01_one.md"
+    monkeypatch.setattr(book, "chapters", lambda: [md, md.with_name("02_two.md")])
+    code = {"type": "code", "executable": True, "value": "x"}
+
+    def page(name, outputs):
+        mdast = {
+            "type": "root",
+            "children": [code] + [{"type": "output", "jupyter_data": o} for o in outputs],
+        }
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"location": f"/book/{name}.md", "mdast": mdast})
+        )
+
+    widget = {"application/vnd.jupyter.widget-view+json": {"content": "{}"}}
+    page("01_one", [{"output_type": "display_data", "data": widget}])
+    page("02_two", [])
+    problems = book.check_site(tmp_path)
+    assert any("01_one" in p and "live widget" in p for p in problems)
+    assert any("02_two" in p and "no outputs" in p for p in problems)
+    page("01_one", [{"output_type": "error", "ename": "ValueError", "evalue": "x"}])
+    page("02_two", [{"output_type": "stream", "name": "stderr", "text": " 0%|   | 0/1500"}])
+    problems = book.check_site(tmp_path)
+    assert any("02_two" in p and "no figure" in p for p in problems)
+    assert any("01_one" in p and "error output (ValueError" in p for p in problems)
+    assert any("02_two" in p and "progress bar" in p for p in problems)
+    png = {"image/png": {"path": "/build/x.png", "content_type": "image/png"}}
+    page("01_one", [{"output_type": "display_data", "data": png}])
+    page("02_two", [{"output_type": "display_data", "data": png}])
+    assert book.check_site(tmp_path) == [
+        f"book/{name}.md: output file /build/x.png missing" for name in ("01_one", "02_two")
+    ]
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "x.png").write_bytes(b"png")
+    assert book.check_site(tmp_path) == []
+
+
+def test_theme_copy_is_writable_and_checked(tmp_path):
+    theme = tmp_path / "theme"
+    (theme / "build").mkdir(parents=True)
+    (theme / "template.yml").write_text("jtex: v1\n")
+    (theme / "build" / "index.js").write_text("//\n")
+    for path in (theme / "build" / "index.js", theme / "build", theme / "template.yml", theme):
+        path.chmod(0o555 if path.is_dir() else 0o444)  # as CI's read-only shared/
+    copy = book.install_theme(theme, tmp_path / "project")
+    assert copy == tmp_path / "project" / book.THEME_DIR
+    assert (copy / "build" / "index.js").read_text() == "//\n"
+    assert all(os.stat(p).st_mode & 0o200 for p in [copy, *copy.rglob("*")])
+    with pytest.raises(book.SiteError, match="no template.yml"):
+        book.install_theme(tmp_path / "project", tmp_path / "other")

@@ -1,0 +1,209 @@
+"""The rendered site, in a real browser: every chapter page shows its figures, no traceback, no
+"kernel connection is required", and every static tau player changes its figure when scrubbed.
+
+Builds the executed site (quick mode) with a copy of ``../shared/myst-book-theme`` in a temporary
+folder, serves it on 127.0.0.1 and drives Debian's ``chromium`` with Playwright (its own browser
+download is unreachable). The theme's CDN stylesheets (KaTeX, font-awesome) are served from their
+npm packages, or blocked where npm is unreachable; every other outside request is blocked.
+Set ``QAM_LITE_SCREENSHOTS=DIR`` to keep a screenshot of each chapter page.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from qam_lite import book
+
+CHROMIUM = Path("/usr/bin/chromium")
+THEME = book.ROOT.parent / "shared" / "myst-book-theme"
+# The CDN files the theme asks for, by URL prefix -> (npm package, folder inside it).
+CDN = {
+    "https://cdn.jsdelivr.net/npm/katex@0.15.2/": ("katex@0.15.2", "katex"),
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/4.7.0/": (
+        "font-awesome@4.7.0",
+        "font-awesome",
+    ),
+    # matplotlib's to_jshtml player links font-awesome 4.4 for its button icons; 4.7 serves it.
+    "https://maxcdn.bootstrapcdn.com/font-awesome/4.4.0/": ("font-awesome@4.7.0", "font-awesome"),
+}
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} missing (apt-get install chromium; .ci/run installs it)"
+    if not (THEME / "template.yml").exists():
+        return f"no site theme at {THEME}"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright not installed (pip install playwright)"
+    return None
+
+
+# CI must run this test: there a missing piece is a failure, not a skip.
+if _missing() and not os.environ.get("CI"):
+    pytest.skip(_missing(), allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The executed site (quick mode) built from a copy of the book; its html folder."""
+    assert _missing() is None, _missing()
+    root = tmp_path_factory.mktemp("site")
+    shutil.copy(book.ROOT / "myst.yml", root / "myst.yml")
+    shutil.copytree(book.BOOK_DIR, root / "book", ignore=shutil.ignore_patterns("*.ipynb"))
+    # Chapters literalinclude ../qam_lite/*.py.
+    shutil.copytree(
+        book.ROOT / "qam_lite", root / "qam_lite", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    book.build_site(quick_mode=True, theme=THEME, root=root, timeout=2400)
+    return root / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def cdn_files(tmp_path_factory):
+    """Local copies of the CDN packages (empty when npm cannot fetch them: then blocked)."""
+    folder = tmp_path_factory.mktemp("cdn")
+    specs = sorted({spec for spec, _ in CDN.values()})
+    try:
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(folder),
+                *specs,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {prefix: folder / "node_modules" / name for prefix, (_, name) in CDN.items()}
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    handler = functools.partial(QuietHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def chapter_pages(html_dir: Path) -> dict[str, str]:
+    """``{chapter stem: url path}`` for every chapter, from the site's page JSON files."""
+    urls = {}
+    for page in html_dir.glob("*.json"):
+        data = json.loads(page.read_text())
+        if isinstance(data, dict) and "location" in data and "slug" in data:
+            urls[Path(data["location"]).stem] = "/" + data["slug"].replace(".", "/")
+    return urls
+
+
+def test_site_build_check_passes(site):
+    assert book.check_site(site) == []
+
+
+def _route(cdn_files, blocked):
+    def handle(route):
+        url = route.request.url
+        if url.startswith(("http://127.0.0.1", "data:", "blob:")):
+            return route.continue_()
+        for prefix, folder in cdn_files.items():
+            path = folder / url[len(prefix) :].split("?")[0].split("#")[0]
+            if url.startswith(prefix) and path.is_file():
+                return route.fulfill(path=str(path))
+        blocked.append(url)
+        return route.abort()
+
+    return handle
+
+
+@pytest.mark.parametrize("chapter", [md.stem for md in book.chapters()])
+def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files):
+    url = chapter_pages(site).get(chapter)
+    assert url, f"no page for {chapter} in {site}"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked: list[str] = []
+    page.route("**/*", _route(cdn_files, blocked))
+    page.goto(server + url, wait_until="networkidle", timeout=60_000)
+    page.wait_for_selector("article", timeout=30_000)
+    # Figures: outputs render after the page hydrates; wait for one, then for all to load.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('article img')]"
+        ".some(i => !(i.getAttribute('src') || '').includes('colab-badge'))",
+        timeout=60_000,
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('article img')].every(i => i.complete)",
+        timeout=30_000,
+    )
+    images = page.eval_on_selector_all(
+        "article img", "els => els.map(i => [i.getAttribute('src'), i.naturalWidth])"
+    )
+    figures = [src for src, width in images if "colab-badge" not in (src or "")]
+    assert figures, f"{chapter}: no figure on the page"
+    broken = [src for src, width in images if not width]
+    assert not broken, f"{chapter}: images that did not load: {broken[:3]}"
+    text = page.inner_text("article")
+    for bad in ("Traceback", "kernel connection is required", "interactive(children"):
+        assert bad not in text, f"{chapter}: page shows {bad!r}"
+    # The theme renders HTML outputs (the tau players) only once scrolled into view.
+    for _ in range(200):
+        page.mouse.wheel(0, 1000)
+        page.wait_for_timeout(100)
+        if page.evaluate("window.scrollY + window.innerHeight >= document.body.scrollHeight - 2"):
+            break
+    page.wait_for_timeout(500)
+    # Static tau players (to_jshtml): moving the scrub bar changes the figure.
+    players = page.locator("article input[type=range]")
+    calls = (book.BOOK_DIR / f"{chapter}.md").read_text().count("tau_explorer(")
+    assert players.count() >= min(calls, 1), f"{chapter}: its tau player is not on the page"
+    for i in range(players.count()):
+        slider = players.nth(i)
+        slider.scroll_into_view_if_needed()
+        image = slider.locator("xpath=ancestor::div[contains(@class,'animation')]//img").first
+        before = image.get_attribute("src")
+        last = slider.get_attribute("max")
+        slider.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", last)
+        assert image.get_attribute("src") != before, f"{chapter}: tau player {i} did not change"
+    favicon = page.eval_on_selector("link[rel~=icon]", "el => el.href")
+    assert page.request.get(favicon).ok, f"favicon {favicon} not served"
+    shots = os.environ.get("QAM_LITE_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(shots) / f"{chapter}.png"), full_page=False)
+    page.close()
