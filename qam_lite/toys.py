@@ -116,6 +116,12 @@ def mixture_mean(mix: Mixture) -> jax.Array:
     return mix.weights @ mix.means
 
 
+def mixture_std(mix: Mixture) -> jax.Array:
+    """Per-coordinate standard deviation ``(d,)``: ``sqrt(sum_k pi_k (s_k^2 + mu_k^2) - m^2)``."""
+    m = mixture_mean(mix)
+    return jnp.sqrt(mix.weights @ (mix.stds**2 + mix.means**2) - m**2)
+
+
 # --------------------------------------------------------------------------------------------
 # Exact velocity fields of the linear path from N(0, I)
 # --------------------------------------------------------------------------------------------
@@ -124,6 +130,12 @@ def mixture_mean(mix: Mixture) -> jax.Array:
 def path_variance(s: jax.Array, t: jax.Array) -> jax.Array:
     """``Var(x_t) = (1 - t)^2 + t^2 s^2`` for target std ``s`` (per dimension)."""
     return (1.0 - t) ** 2 + t**2 * s**2
+
+
+def path_marginal(mix: Mixture, t) -> Mixture:
+    """The law ``p_t`` of ``x_t = (1 - t) x_0 + t x_1``, ``x_1 ~ mix``: the same weights, means
+    ``t mu_k`` and stds ``sqrt((1 - t)^2 + t^2 s_k^2)``; ``t`` a scalar in ``[0, 1]``."""
+    return Mixture(mix.weights, t * mix.means, jnp.sqrt(path_variance(mix.stds, t)))
 
 
 def _gaussian_field(mu, s, x, t):
@@ -300,6 +312,38 @@ def exact_linear_adjoint(s, tau, c, t) -> jax.Array:
     """
     s, c, t = (jnp.asarray(v, dtype=jnp.float32) for v in (s, c, t))
     return -tau * c * s**2 * t / path_variance(s, t)
+
+
+def sampler_adjoint(
+    base_velocity: Velocity, xs: jax.Array, ts: jax.Array, grad_reward: jax.Array
+) -> jax.Array:
+    """The exact gradient ``a_i = d(-r(x_T)) / dx_i`` of the discrete sampler, ``(T, ..., d)``.
+
+    :func:`qam_lite.sde.memoryless_sample` with ``velocity = base_velocity`` maps ``x_i`` to
+    ``x_{i+1} = x_i + h (2 f(x_i, t_i) - x_i / (t_i + h)) + noise`` for ``i <= T - 2`` and ends with
+    the ODE step ``x_T = x_{T-1} + h f(x_{T-1}, t_{T-1})``; the chain rule through those maps is
+    ``a_i = a_{i+1} + h J_i^T a_{i+1}`` with the field read at ``t_i`` and, for the last step, the
+    Jacobian of ``f`` alone. :func:`qam_lite.adjoint.lean_adjoint` (the published convention) reads
+    the field at ``t_i + h`` and uses the memoryless drift on the last step too; both recursions
+    are consistent discretisations of the same adjoint ODE. ``xs (T + 1, ..., d)``,
+    ``ts (T, ..., 1)``, ``grad_reward (..., d)`` as for ``lean_adjoint``.
+    """
+    num_steps = ts.shape[0]
+    h = 1.0 / num_steps
+    is_last = jnp.arange(num_steps) == num_steps - 1
+
+    def back_step(a_next, inputs):
+        x, t, last = inputs
+
+        def step_map(y):
+            v = base_velocity(y, t)
+            return jnp.where(last, v, 2.0 * v - y / (t + h))
+
+        a = a_next + h * jax.vjp(step_map, x)[1](a_next)[0]
+        return a, a
+
+    _, adjoints = jax.lax.scan(back_step, -grad_reward, (xs[:-1], ts, is_last), reverse=True)
+    return adjoints
 
 
 def optimal_tilted_velocity(mu, s, tau, c) -> Velocity:

@@ -18,6 +18,7 @@ chunk, used to update a ``tqdm`` bar and to stop on a non-finite loss).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +109,7 @@ def _optimise(
     steps: int,
     lr: float,
     desc: str,
-    progress: bool,
+    progress: bool | None,
     clip: float | None = None,
     decay: bool = False,
 ):
@@ -131,16 +132,20 @@ def _optimise(
         params, opt_state = carry
         loss, grads = jax.value_and_grad(loss_fn)(params, data, key)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), (loss, optax.global_norm(grads))
+        # The global norm by hand: optax renamed its helper across the versions we support.
+        norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads)))
+        return (optax.apply_updates(params, updates), opt_state), (loss, norm)
 
     @functools.partial(jax.jit, static_argnums=2)
     def run(carry, key, length):
         return jax.lax.scan(step, carry, jax.random.split(key, length))
 
+    # Equal chunks (at most CHUNK steps): each distinct length is one more compilation.
+    chunk = -(-steps // -(-steps // CHUNK))
     carry, losses, norms, done = (params, opt_state), [], [], 0
-    with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
+    with tqdm(total=steps, desc=desc, leave=False, disable=not _show_progress(progress)) as bar:
         while done < steps:
-            length = min(CHUNK, steps - done)
+            length = min(chunk, steps - done)
             key, sub = jax.random.split(key)
             carry, (loss, norm) = run(carry, sub, length)
             loss = np.asarray(loss)
@@ -153,6 +158,22 @@ def _optimise(
             bar.update(length)
             bar.set_postfix(loss=f"{loss[-1]:.4g}")
     return carry[0], np.concatenate(losses), np.concatenate(norms)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    """``progress``, or when ``None``: on unless nobody is watching.
+
+    Batch execution of the book (``qam-lite book``, the site build, the tests) sets
+    ``QAM_LITE_BATCH=1`` and ``TQDM_DISABLE=1``; a bar saved in a notebook's outputs would be a
+    frozen "0%". The check is done here because ``tqdm.notebook`` ignores ``TQDM_DISABLE``.
+    """
+    if progress is not None:
+        return bool(progress)
+    off = {"1", "true", "yes"}
+    return not any(
+        os.environ.get(name, "").strip().lower() in off
+        for name in ("QAM_LITE_BATCH", "TQDM_DISABLE")
+    )
 
 
 def _batch(key: jax.Array, arrays: Sequence[jax.Array | None], batch_size: int):
@@ -189,8 +210,9 @@ def residual_flow(
     """
     module = VelocityField(0, action_dim, tuple(hidden), rngs=nnx.Rngs(key))
     # Zero output layer: the correction starts at exactly 0 but still receives gradients.
-    module.mlp.out.kernel[...] = jnp.zeros_like(module.mlp.out.kernel[...])
-    module.mlp.out.bias[...] = jnp.zeros_like(module.mlp.out.bias[...])
+    out = getattr(module.mlp, f"layer_{module.mlp.num_layers - 1}")
+    out.kernel[...] = jnp.zeros_like(out.kernel[...])
+    out.bias[...] = jnp.zeros_like(out.bias[...])
     net, params = pure(module)
 
     def apply(params, obs, x, t):
@@ -223,7 +245,8 @@ def fit_flow(
     steps: int = 3000,
     batch_size: int = 256,
     lr: float = 1e-3,
-    progress: bool = True,
+    decay: bool = False,
+    progress: bool | None = None,
 ) -> FlowFit:
     """Fit a velocity field to ``actions`` by flow matching (linear path), optionally on ``obs``.
 
@@ -233,7 +256,9 @@ def fit_flow(
       obs: optional ``(n, obs_dim)`` states, row ``i`` paired with ``actions[i]``.
       hidden: MLP widths.
       steps, batch_size, lr: Adam steps, minibatch size (rows drawn with replacement), step size.
-      progress: show a ``tqdm`` bar.
+      decay: cosine-decay the step size to 5 % of ``lr`` over the run (sharper fields at the end).
+      progress: ``tqdm`` bar; ``None`` (default): shown unless ``QAM_LITE_BATCH`` or
+        ``TQDM_DISABLE`` is set (batch execution of the book); ``True``/``False`` force it.
 
     Returns:
       :class:`FlowFit` with ``losses`` of shape ``(steps,)``.
@@ -252,7 +277,7 @@ def fit_flow(
 
     params, losses, norms = _optimise(
         loss_fn, flow.params, (actions, obs), train_key,
-        steps=steps, lr=lr, desc="flow matching", progress=progress,
+        steps=steps, lr=lr, desc="flow matching", progress=progress, decay=decay,
     )  # fmt: skip
     return FlowFit(flow.apply, params, flow.obs_dim, flow.action_dim, losses, norms)
 
@@ -331,7 +356,7 @@ def fit_gaussian_policy(
     steps: int = 3000,
     batch_size: int = 256,
     lr: float = 1e-3,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> GaussianFit:
     """Fit ``pi(a | s) = N(mu(s), diag(sigma(s)^2))`` to ``(obs, actions)`` by maximum likelihood.
 
@@ -482,7 +507,7 @@ def adjoint_matching_finetune(
     batch_size: int = 256,
     lr: float = 1e-3,
     clip: float | None = 1.0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> FlowFit:
     """Fine-tune ``f_theta`` (initialised at ``base``, which stays frozen) by adjoint matching.
 
@@ -499,7 +524,8 @@ def adjoint_matching_finetune(
       tau: inverse temperature ``>= 0``.
       obs: optional ``(n_states, obs_dim)`` states to draw minibatches from (conditioned base).
       num_flow_steps: ``T``; steps, batch_size, lr, clip: Adam settings (global-norm clip).
-      progress: show a ``tqdm`` bar.
+      progress: ``tqdm`` bar; ``None`` (default): shown unless ``QAM_LITE_BATCH`` or
+        ``TQDM_DISABLE`` is set (batch execution of the book); ``True``/``False`` force it.
 
     Returns:
       :class:`FlowFit` of ``f_theta`` (same ``apply`` as ``base``) with losses and gradient norms.
@@ -521,7 +547,7 @@ def bptt_finetune(
     batch_size: int = 256,
     lr: float = 1e-3,
     clip: float | None = 1.0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> FlowFit:
     """Fine-tune toward the same tilt by back-propagating through the SDE (:func:`bptt_objective`).
 
@@ -619,7 +645,8 @@ def mode_coverage(samples, means, stds, *, radius: float = 2.0) -> np.ndarray:
     """Fraction of samples within ``radius`` (per-dimension-scaled) stds of each mode, ``(K,)``.
 
     ``samples (n, d)``; ``means``, ``stds`` ``(K, d)``. A policy that covers every mode puts about
-    the mixture weight times ``P(chi_d <= radius)`` on each; ``1 - sum`` is the mass between modes.
+    the mixture weight times ``P(|z| <= radius)``, ``z ~ N(0, I_d)``, on each (in 2D
+    ``1 - exp(-radius^2 / 2)``, 0.865 for radius 2); ``1 - sum`` is the mass between modes.
     """
     x = np.asarray(samples, np.float64)
     x = x.reshape(x.shape[0], -1)

@@ -1,18 +1,18 @@
-"""The exact toy answers (mixtures, fields, tilts, noise schedules) and the tau widget."""
+"""The exact toy answers: mixtures, fields, tilts, adjoints and noise schedules.
+
+(The ``tau`` widget is tested in ``test_widgets.py``.)
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from qam_lite import flows, sde, toys, widgets
-
-matplotlib.use("Agg")
+from qam_lite import flows, sde, toys
 
 MIX = toys.gaussian_mixture([0.3, 0.7], [-1.5, 1.0], [0.3, 0.5])
 # Wide enough that every tilted Gaussian the property tests draw (mean up to ~7.75, std up to
@@ -250,6 +250,78 @@ def test_initial_value_biased_tilt_limits():
 # ---------------------------------------------------------------------- multimodal policy
 
 
+def test_path_marginal_and_mixture_std_match_samples_of_the_linear_path():
+    t = 0.35
+    k0, k1 = jax.random.split(jax.random.key(3))
+    x0 = jax.random.normal(k0, (200_000, 1))
+    xt = flows.linear_path(x0, toys.mixture_sample(MIX, k1, 200_000), t)
+    p_t = toys.path_marginal(MIX, t)
+    np.testing.assert_allclose(toys.mixture_mean(p_t), xt.mean(0), atol=0.01)
+    np.testing.assert_allclose(toys.mixture_std(p_t), xt.std(0), atol=0.01)
+    # The endpoints: N(0, 1) at t = 0, the target at t = 1.
+    np.testing.assert_allclose(toys.mixture_std(toys.path_marginal(MIX, 0.0)), [1.0], atol=1e-6)
+    np.testing.assert_allclose(toys.path_marginal(MIX, 1.0).stds, MIX.stds, atol=1e-6)
+
+
+def _sampler_autodiff(base, reward, x0, key, num_steps):
+    """``d(-r(x_T)) / dx_i`` by ``jax.grad`` through ``sde.memoryless_sample`` itself.
+
+    ``a_0`` is the gradient in ``x0``; ``a_{i+1}`` the gradient in a kick added to ``x_{i+1}`` by
+    step ``i`` (a field offset ``kick / 2h``, the drift being ``2 f``).
+    """
+    h = 1.0 / num_steps
+
+    def minus_reward(x0, kicks):
+        def kicked(x, t):
+            i = jnp.round(t.reshape(-1)[0] / h).astype(jnp.int32)
+            return base(x, t) + kicks[i] / (2 * h)
+
+        xs, _ = sde.memoryless_sample(kicked, base, x0, key, num_steps)
+        return -jnp.sum(reward(xs[-1]))
+
+    kicks = jnp.zeros((num_steps - 1, *x0.shape))
+    g0, gk = jax.grad(minus_reward, argnums=(0, 1))(x0, kicks)
+    return jnp.concatenate([g0[None], gk])
+
+
+def test_sampler_adjoint_is_the_gradient_of_the_sampler_and_differs_from_the_lean_one():
+    from qam_lite import adjoint
+
+    mix = toys.gaussian_mixture([0.2, 0.5, 0.3], [[-1.0, 0.5], [0.8, 0.8], [0.0, -1.0]], 0.3)
+    base = toys.mixture_velocity(mix)
+    reward = toys.bump_q([0.5, 0.5], 0.7, 3.0)
+    x0, key = jax.random.normal(jax.random.key(8), (16, 2)), jax.random.key(9)
+    xs, ts = sde.memoryless_sample(base, base, x0, key, 10)
+    grad_r = jax.vmap(jax.grad(reward))(xs[-1])
+    exact = _sampler_autodiff(base, reward, x0, key, 10)
+    sampler = toys.sampler_adjoint(base, xs, ts, grad_r)
+    assert sampler.shape == (10, 16, 2)
+    np.testing.assert_allclose(sampler, exact, rtol=1e-4, atol=1e-4)
+    # The published convention (field at t_i + h, memoryless last step) is a different recursion.
+    lean = adjoint.lean_adjoint(base, xs, ts, grad_r)
+    assert float(jnp.linalg.norm(lean - exact) / jnp.linalg.norm(exact)) > 0.1
+
+
+def test_both_adjoint_conventions_converge_to_the_closed_form():
+    from qam_lite import adjoint
+
+    mu, s, tau, c = 0.3, 0.5, 2.0, 1.5
+    base = toys.gaussian_velocity(mu, s)
+    x0 = jax.random.normal(jax.random.key(1), (4, 1))
+    errors = {"lean": [], "sampler": []}
+    for num_steps in (20, 200):
+        xs, ts = sde.memoryless_sample(base, base, x0, jax.random.key(2), num_steps)
+        g = jnp.full_like(xs[-1], tau * c)
+        exact = toys.exact_linear_adjoint(s, tau, c, ts)
+        errors["lean"].append(float(jnp.abs(adjoint.lean_adjoint(base, xs, ts, g) - exact).max()))
+        errors["sampler"].append(
+            float(jnp.abs(toys.sampler_adjoint(base, xs, ts, g) - exact).max())
+        )
+    for name, (coarse, fine) in errors.items():
+        # First order: ten times the steps, about a tenth of the error.
+        assert fine < 0.15 * coarse and fine < 0.03, (name, coarse, fine)
+
+
 def test_multimodal_policy_dataset_follows_its_exact_mixture():
     obs, actions = toys.multimodal_policy_dataset(jax.random.key(5), 3000)
     assert obs.shape == (3000, 1) and actions.shape == (3000, 2)
@@ -286,33 +358,3 @@ def test_wasserstein_and_quantiles():
     u = jnp.array([0.1, 0.3, 0.5, 0.9])
     cdf_on_grid = jnp.cumsum(jnp.exp(toys.mixture_log_prob(MIX, GRID[:, None]))) * DX
     np.testing.assert_allclose(jnp.interp(q(u), GRID, cdf_on_grid), u, atol=3e-3)
-
-
-# ------------------------------------------------------------------------------- widgets
-
-
-def _draw(ax, tau):
-    ax.plot([0, 1], [0, tau])
-    ax.set_title(f"tau = {tau:g}")
-
-
-def test_tau_sweep_html_embeds_one_frame_per_tau():
-    html = widgets.tau_sweep_html(_draw, [0.0, 1.0, 2.0, 4.0])
-    assert html.count("data:image/png") == 4
-    assert "<input" in html  # the scrub bar
-
-
-def test_tau_explorer_outside_a_kernel():
-    assert not widgets.kernel_available()
-    out = widgets.tau_explorer(_draw, [0.0, 1.0], live=None)
-    assert out.data.count("data:image/png") == 2
-    # Asking for the live slider without a front end must not crash either.
-    assert widgets.tau_explorer(_draw, [0.0, 1.0], live=True).data
-    two = widgets.tau_explorer(lambda axes, tau: [_draw(ax, tau) for ax in axes], [0, 1], ncols=2)
-    assert two.data.count("data:image/png") == 2
-
-
-@pytest.mark.parametrize("taus", [[1.0], [-1.0, 1.0], [0.0, float("nan")]])
-def test_tau_explorer_rejects_bad_taus(taus):
-    with pytest.raises(ValueError, match="taus"):
-        widgets.tau_explorer(_draw, taus, live=False)

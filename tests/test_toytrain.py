@@ -52,6 +52,28 @@ def test_fit_flow_matches_a_1d_gaussian():
     assert abs(x.std() - 0.5) < 0.08, x.std()
 
 
+def test_progress_bars_are_off_when_nobody_watches(monkeypatch, capsys):
+    for name in ("QAM_LITE_BATCH", "TQDM_DISABLE"):
+        monkeypatch.delenv(name, raising=False)
+    data = jax.random.normal(KEY, (64, 1))
+    tt.fit_flow(KEY, data, hidden=(8,), steps=3)
+    assert "flow matching" in capsys.readouterr().err  # a reader: the bar is shown
+    for name in ("QAM_LITE_BATCH", "TQDM_DISABLE"):
+        monkeypatch.setenv(name, "1")
+        tt.fit_flow(KEY, data, hidden=(8,), steps=3)
+        assert "flow matching" not in capsys.readouterr().err, name
+        tt.fit_flow(KEY, data, hidden=(8,), steps=3, progress=True)  # forced on
+        assert "flow matching" in capsys.readouterr().err, name
+        monkeypatch.delenv(name)
+
+
+def test_training_runs_in_equal_chunks_and_decay_is_accepted(monkeypatch):
+    monkeypatch.setattr(tt, "CHUNK", 3)
+    data = jax.random.normal(KEY, (64, 1))
+    fit = tt.fit_flow(KEY, data, hidden=(8,), steps=7, decay=True, progress=False)
+    assert fit.losses.shape == (7,) and np.all(np.isfinite(fit.losses))
+
+
 def test_conditioned_flow_separates_states_and_gaussian_policy_cannot_cover_two_modes():
     """State -1: unimodal N(-1, 0.2^2); state +1: modes at +-1.5 (std 0.3)."""
     n = 6000
