@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
+#: The per-transition arrays of an OGBench dataset that training reads (also the replay rows).
+ROW_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
 
 
 def episode_ends(terminals: jax.Array, size: jax.Array | int | None = None) -> jax.Array:
@@ -58,14 +59,14 @@ def to_device(train: dict) -> dict:
     ``masks (N,)``, ``terminals (N,)``, ``next_observations (N, obs_dim)`` as float32 jnp arrays,
     plus ``episode_end (N,)`` int32 (see ``episode_ends``). Other keys are dropped.
     """
-    missing = [k for k in _KEYS if k not in train]
+    missing = [k for k in ROW_KEYS if k not in train]
     if missing:
-        raise KeyError(f"dataset is missing {missing}; expected keys {list(_KEYS)}")
+        raise KeyError(f"dataset is missing {missing}; expected keys {list(ROW_KEYS)}")
     n = len(train["observations"])
-    for k in _KEYS:
+    for k in ROW_KEYS:
         if len(train[k]) != n:
             raise ValueError(f"dataset key {k!r} has {len(train[k])} rows, observations has {n}")
-    data = {k: jnp.asarray(np.asarray(train[k], dtype=np.float32)) for k in _KEYS}
+    data = {k: jnp.asarray(np.asarray(train[k], dtype=np.float32)) for k in ROW_KEYS}
     data["episode_end"] = episode_ends(data["terminals"])
     return data
 

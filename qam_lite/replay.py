@@ -29,9 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qam_lite.chunks import chunks_from, start_indices
-
-ROW_KEYS = ("observations", "actions", "rewards", "masks", "terminals", "next_observations")
+from qam_lite.chunks import ROW_KEYS, chunks_from, start_indices
 
 
 def empty_rings(num_seeds: int, capacity: int, obs_dim: int, action_dim: int) -> dict:

@@ -46,6 +46,7 @@ import numpy as np
 from qam_lite import checkpoint as ckpt
 from qam_lite import logs
 from qam_lite.atomic import WriteError, describe
+from qam_lite.chunks import ROW_KEYS
 from qam_lite.config import Config, from_dict, to_dict
 
 CHECKPOINT = "checkpoint.npz"
@@ -218,15 +219,6 @@ def _read_json(path: Path) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # The dataset a run trains on
 
-_FINGERPRINT_KEYS = (
-    "observations",
-    "actions",
-    "rewards",
-    "masks",
-    "terminals",
-    "next_observations",
-)
-
 
 def data_fingerprint(train: dict) -> dict[str, Any]:
     """``{'transitions', 'sha256'}`` of a dataset's arrays as training reads them (float32).
@@ -235,7 +227,7 @@ def data_fingerprint(train: dict) -> dict[str, Any]:
     different one does not (about 0.5 s per GB).
     """
     digest = hashlib.sha256()
-    for key in _FINGERPRINT_KEYS:
+    for key in ROW_KEYS:
         array = np.ascontiguousarray(np.asarray(train[key], np.float32))
         digest.update(f"{key}{array.shape}".encode())
         digest.update(memoryview(array).cast("B"))
