@@ -13,9 +13,11 @@ widget in the saved outputs, and ``TQDM_DISABLE=1`` (set with it) leaves no froz
 1. :func:`build` runs every chapter in a fresh kernel (nbclient) and keeps, under ``_build/book``,
    the executed notebook and a standalone HTML page of each (readable offline, no theme needed).
    A chapter's files are replaced only once it has run to the end, and a chapter is skipped when
-   its source and mode match the last finished run, so an interrupted build resumes.
-2. :func:`build_site` builds the Jupyter Book 2 site with outputs (``jupyter book build --html
-   --execute``) into ``_build/html`` and checks that every chapter page really holds outputs.
+   its source, mode and the library match the last finished run, so an interrupted build resumes.
+2. :func:`qam_lite.site.build_site` (also reachable as ``book.build_site``) renders those executed
+   notebooks, with their stored outputs, as the Jupyter Book 2 site in ``_build/html`` (``jupyter
+   book build --html``, nothing executed a second time) and checks that every chapter page really
+   holds outputs.
 """
 
 from __future__ import annotations
@@ -354,12 +356,25 @@ def _read_state(out_dir: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
-def _is_finished(md: Path, out_dir: Path, state: dict, quick_mode: bool) -> bool:
+def library_hash() -> str:
+    """SHA-256 of the library's sources (``qam_lite/**/*.py``), on which chapter outputs depend."""
+    library = hashlib.sha256()
+    for path in sorted((ROOT / "qam_lite").rglob("*.py")):
+        library.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    return library.hexdigest()
+
+
+def _is_finished(
+    md: Path, out_dir: Path, state: dict, quick_mode: bool, library: str | None = None
+) -> bool:
+    """Whether ``out_dir`` holds a finished run of ``md`` for its current source, the current
+    library (``library``: :func:`library_hash`, computed when not given) and this mode."""
     entry = state.get(md.stem, {})
     return (
         (out_dir / f"{md.stem}.ipynb").exists()
         and entry.get("source_sha256") == source_hash(md)
         and entry.get("quick") == quick_mode
+        and entry.get("library_sha256") == (library or library_hash())
     )
 
 
@@ -431,7 +446,8 @@ def build(
 ) -> BookRun:
     """Execute chapters, save each one's notebook + offline HTML under ``out_dir``.
 
-    A chapter whose source and mode match its last finished run is skipped unless ``force``.
+    A chapter whose source, mode and library (:func:`library_hash`) match its last finished run
+    is skipped unless ``force``.
     A chapter's files (and ``state.json``, ``index.html``, which always list every chapter) are
     written atomically and only once it has run to the end, so an interrupted or failed run never
     replaces a good chapter with a partial one, and a rerun resumes where it stopped.
@@ -444,10 +460,11 @@ def build(
     todo = select(only)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(out_dir)
+    library = library_hash()
     run = BookRun(out_dir)
     _write_text(out_dir / "index.html", index_html(state, out_dir))
     for n, md in enumerate(todo):
-        if not force and _is_finished(md, out_dir, state, quick_mode):
+        if not force and _is_finished(md, out_dir, state, quick_mode, library):
             run.skipped.append(md.stem)
             continue
         print(f"book: executing {md.stem} ({n + 1}/{len(todo)})", flush=True)
@@ -467,6 +484,7 @@ def build(
         state[md.stem] = {
             "source_sha256": source_hash(md),
             "quick": quick_mode,
+            "library_sha256": library,
             "seconds": round(secs, 1),
         }
         _write_text(out_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
@@ -490,254 +508,24 @@ def _short(err: Exception, lines: int = 12) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The Jupyter Book 2 site
+# The Jupyter Book 2 site: qam_lite.site (its names stay reachable here, e.g. book.build_site)
+
+_SITE_NAMES = {
+    "SiteError",
+    "THEME_DIR",
+    "install_theme",
+    "site_command",
+    "site_project",
+    "stale_chapters",
+    "build_site",
+    "check_site",
+}
 
 
-class SiteError(Exception):
-    """The site could not be built, or was built without the outputs it should hold."""
+def __getattr__(name: str):
+    # Imported on first use: qam_lite.site imports this module.
+    if name in _SITE_NAMES:
+        from qam_lite import site
 
-
-THEME_DIR = Path("_build") / "templates" / "site" / "myst" / "book-theme"
-
-
-def install_theme(theme: Path, root: Path = ROOT) -> Path:
-    """Copy a local ``book-theme`` site template where mystmd looks before downloading one.
-
-    mystmd installs ``node_modules`` inside the template folder (``npm install``), so the
-    template is copied (without its ``node_modules``) rather than used in place. Returns the copy.
-    """
-    import shutil
-
-    theme = Path(theme).expanduser().resolve()
-    if not (theme / "template.yml").is_file():
-        raise SiteError(f"--theme {theme} is not a MyST site template (no template.yml in it)")
-    dest = root / THEME_DIR
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(
-        theme, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("node_modules", ".git")
-    )
-    # The source may be read-only (CI's shared/); npm must write node_modules into the copy.
-    for folder, subfolders, files in os.walk(dest):
-        subfolders[:] = [name for name in subfolders if name != "node_modules"]
-        for path in [folder, *(os.path.join(folder, name) for name in files)]:
-            os.chmod(path, os.stat(path).st_mode | 0o200)
-    return dest
-
-
-@contextlib.contextmanager
-def jupyter_server(root: Path, env: dict[str, str], log, *, startup: float = 300.0):
-    """A Jupyter server for mystmd to execute the chapters in; yields ``{JUPYTER_BASE_URL, ...}``.
-
-    mystmd would start its own, but gives it only 20 s to answer (too short on a busy 2-core
-    machine: every page then silently loses its outputs) and, as root, it refuses to start
-    without ``ServerApp.allow_root``. This one is started with both handled, on 127.0.0.1, and
-    stopped afterwards.
-    """
-    import secrets
-    import socket
-    import subprocess
-    import sys
-    import urllib.error
-    import urllib.request
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    token = secrets.token_hex(16)
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={root}",
-        f"--IdentityProvider.token={token}",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--ServerApp.allow_root=True")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + startup
-        while True:
-            if proc.poll() is not None:
-                raise SiteError(f"the Jupyter server exited with code {proc.returncode}")
-            try:
-                urllib.request.urlopen(f"{url}api/status?token={token}", timeout=5).close()
-                break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    raise SiteError(
-                        f"the Jupyter server did not answer in {startup:.0f} s"
-                    ) from None
-                time.sleep(0.5)
-        yield {"JUPYTER_BASE_URL": url, "JUPYTER_TOKEN": token}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _invalidate_execution_cache(root: Path, quick_mode: bool, force: bool) -> None:
-    """Drop ``_build/execute`` unless it was filled in this mode with this library.
-
-    mystmd reuses a notebook's cached outputs whenever its code cells are unchanged: it cannot
-    know that ``QAM_LITE_QUICK`` or the library changed, and would publish stale outputs.
-    """
-    import shutil
-
-    library = hashlib.sha256()
-    for path in sorted((ROOT / "qam_lite").rglob("*.py")):
-        library.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
-    key = {"quick": quick_mode, "library_sha256": library.hexdigest()}
-    stamp = root / "_build" / "execute-cache.json"
-    cache = root / "_build" / "execute"
-    try:
-        same = json.loads(stamp.read_text()) == key
-    except (FileNotFoundError, json.JSONDecodeError):
-        same = False
-    if force or not same:
-        shutil.rmtree(cache, ignore_errors=True)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(stamp, json.dumps(key))
-
-
-def site_command(root: Path = ROOT) -> list[str]:
-    """The site build command, with this Python's ``jupyter`` even when the venv is inactive."""
-    import shutil
-    import sys
-
-    beside = Path(sys.executable).with_name("jupyter")
-    jupyter = str(beside) if beside.exists() else shutil.which("jupyter") or "jupyter"
-    return [jupyter, "book", "build", "--html", "--execute", "--ci"]
-
-
-def build_site(
-    *,
-    quick_mode: bool = False,
-    theme: Path | None = None,
-    root: Path = ROOT,
-    force: bool = False,
-    timeout: int = 7200,
-) -> Path:
-    """Build the executed Jupyter Book 2 site into ``root/_build/html``; return its index.html.
-
-    ``theme``: a local copy of the ``book-theme`` template (offline builds; see
-    :func:`install_theme`); without it mystmd downloads the theme. The chapters run in batch mode
-    (:func:`batch_env`); mystmd's execution cache is dropped when ``force``, or when the mode or
-    the library changed since it was filled (see :func:`_invalidate_execution_cache`).
-
-    Raises :class:`SiteError` saying why when the build fails or a chapter page lacks outputs or
-    holds a traceback, a live widget or a progress bar (:func:`check_site`), and
-    :class:`Interrupted` on Ctrl-C.
-    """
-    import subprocess
-    import sys
-
-    if theme is not None:
-        install_theme(theme, root)
-    _invalidate_execution_cache(root, quick_mode, force)
-    env = batch_env(quick_mode)
-    # The kernels get this Python (mystmd runs the kernel named in each chapter, python3).
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    log = root / "_build" / "site-build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"book: building the site (jupyter book build --html --execute; log: {log})", flush=True)
-    try:
-        with open(log, "w") as out, jupyter_server(root, env, out) as server:
-            proc = subprocess.run(
-                site_command(root),
-                cwd=root,
-                env={**env, **server},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                timeout=timeout,
-            )
-    except KeyboardInterrupt:
-        raise Interrupted(
-            "interrupted while building the site; the executed chapters are kept"
-        ) from None
-    except subprocess.TimeoutExpired as err:
-        raise SiteError(f"the site build took over {timeout} s (log: {log})") from err
-    except OSError as err:
-        raise SiteError(f"cannot run {site_command(root)[0]}: {err}") from err
-    lines = log.read_text(errors="replace").splitlines()
-    if proc.returncode != 0:
-        why = next(
-            (ln for ln in lines if re.search(r"fail|error|⛔", ln, re.I)),
-            lines[-1] if lines else "(no output)",
-        )
-        raise SiteError(f"jupyter book build failed: {why.strip()} (log: {log})")
-    problems = check_site(root / "_build" / "html")
-    if problems:
-        first = next((ln.strip() for ln in lines if "⛔" in ln), None)
-        raise SiteError(
-            "the site was built but is not right (log: "
-            f"{log}):\n"
-            + "\n".join(f"  {p}" for p in problems)
-            + (f"\nfirst error in the log: {first}" if first else "")
-        )
-    return root / "_build" / "html" / "index.html"
-
-
-def _walk_outputs(node):
-    """Every ``output`` node of a mystmd page tree."""
-    if isinstance(node, dict):
-        if node.get("type") == "output" and "jupyter_data" in node:
-            yield node["jupyter_data"]
-        for value in node.values():
-            yield from _walk_outputs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk_outputs(value)
-
-
-def _has_code(node) -> bool:
-    if isinstance(node, dict):
-        if node.get("type") == "code" and node.get("executable"):
-            return True
-        return any(_has_code(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_code(v) for v in node)
-    return False
-
-
-def check_site(html_dir: Path) -> list[str]:
-    """Problems with a built site's chapter pages (empty when every page is right).
-
-    Each chapter page (``book/NN_*.md``) must exist, hold outputs, and hold no error output,
-    traceback, live widget or progress bar; every figure it references must exist on disk.
-    """
-    pages = {}
-    for page in html_dir.glob("*.json"):
-        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
-            data = json.loads(page.read_text())
-            if isinstance(data, dict) and "location" in data and "mdast" in data:
-                pages[data["location"].lstrip("/")] = data
-    problems = []
-    for md in chapters():
-        where = md.relative_to(md.parent.parent).as_posix()
-        page = pages.get(where)
-        if page is None:
-            problems.append(f"{where}: no page in {html_dir}")
-            continue
-        outputs = list(_walk_outputs(page["mdast"]))
-        if _has_code(page["mdast"]) and not outputs:
-            problems.append(f"{where}: no outputs (the chapter was not executed)")
-        elif _has_code(page["mdast"]) and not any(
-            key.startswith("image/") for o in outputs for key in o.get("data", {})
-        ):
-            problems.append(f"{where}: no figure (was MPLBACKEND set to a non-inline backend?)")
-        for output in outputs:
-            problems += [f"{where}: {p}" for p in output_problems(output)]
-            for bundle in output.get("data", {}).values():
-                path = bundle.get("path") if isinstance(bundle, dict) else None
-                if path and not (html_dir / path.lstrip("/")).exists():
-                    problems.append(f"{where}: output file {path} missing")
-    return problems
+        return getattr(site, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

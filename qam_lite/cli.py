@@ -47,15 +47,19 @@ def _book(args: argparse.Namespace) -> None:
     print(f"book: {run.summary()}")
     for chapter, problems in run.problems.items():
         print(f"book: warning: {chapter}: " + "; ".join(problems))
-    # The site executes the whole book: by default only for a whole-book run, and a failure
-    # (e.g. offline, where the theme cannot be downloaded) only warns; --site makes it required.
+    # The site renders the executed chapters (nothing runs twice): by default only for a
+    # whole-book run, and a failure (e.g. offline, where the theme cannot be downloaded) only
+    # warns; --site makes it required.
     want = args.site if args.site is not None else not args.only
     if not want:
         return
     theme = args.theme or os.environ.get("QAM_LITE_BOOK_THEME") or None
     try:
         index = book.build_site(
-            quick_mode=args.quick, theme=Path(theme) if theme else None, force=args.force
+            Path(args.out),
+            quick_mode=args.quick,
+            theme=Path(theme) if theme else None,
+            force=args.force,
         )
     except book.SiteError as err:
         if args.site:

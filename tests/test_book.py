@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import bookrun
 import jupytext
 import nbformat
 import pytest
@@ -52,9 +53,9 @@ def test_chapter_opening(md):
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_executes_in_quick_mode(md, tmp_path):
-    book.execute_chapter(md, tmp_path, timeout=900, quick_mode=True)
-    nb = nbformat.read(tmp_path / f"{md.stem}.ipynb", 4)
+def test_chapter_executes_in_quick_mode(md, tmp_path_factory):
+    # Executed once per session by the book's runner; test_site.py renders these same notebooks.
+    nb = nbformat.read(bookrun.execute(md, bookrun.executed_dir(tmp_path_factory)), 4)
     # Batch execution leaves no live widget, frozen progress bar or traceback in the outputs.
     assert book.notebook_problems(nb) == []
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
@@ -129,6 +130,8 @@ def fake_book(tmp_path, monkeypatch):
     (src / "02_two.md").write_text(_chapter("print('two')"))
     monkeypatch.setattr(book, "BOOK_DIR", src)
     monkeypatch.setattr(book, "chapters", lambda: sorted(src.glob("[0-9][0-9]_*.md")))
+    # Fixed, so that edits to qam_lite/ while the tests run do not re-run the fake chapters.
+    monkeypatch.setattr(book, "library_hash", lambda: "the library")
     return src, tmp_path / "out"
 
 
@@ -162,6 +165,79 @@ def test_only_with_no_match_or_no_value_is_refused(fake_book):
     with pytest.raises(SystemExit) as exit_:
         cli.build_parser().parse_args(["book", "--only"])
     assert exit_.value.code == 2
+
+
+def test_a_library_change_reruns_every_chapter(fake_book, monkeypatch):
+    _, out = fake_book
+    book.build(out, quick_mode=True)
+    monkeypatch.setattr(book, "library_hash", lambda: "another library")
+    assert [n for n, _ in book.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
+
+
+_MYST_YML = """\
+version: 1
+project:
+  title: A book
+  exclude: [_build/**, "**/*.ipynb"]
+  toc:
+    - file: book/index.md
+    - title: Part
+      children:
+        - file: book/01_one.md
+        - file: book/02_two.md
+site:
+  template: book-theme
+  options:
+    favicon: book/images/icon.svg
+"""
+
+
+def test_the_site_project_renders_the_executed_notebooks(fake_book):
+    import yaml
+
+    src, out = fake_book
+    root = src.parent
+    (root / "myst.yml").write_text(_MYST_YML)
+    (src / "index.md").write_text("# Book\n[one](01_one.md), [two](02_two.md#part), 01_one.mdx\n")
+    (src / "01_one.ipynb").write_text("{}")  # the paired, unexecuted notebook: not copied
+    (src / "images").mkdir()
+    (src / "images" / "icon.svg").write_text("<svg/>")
+    (root / "qam_lite").mkdir()
+    (root / "qam_lite" / "flows.py").write_text("def f():\n    pass\n")
+    book.build(out, quick_mode=True, only=["01"])
+    assert book.stale_chapters(out, quick_mode=True) == ["02_two"]
+    assert book.stale_chapters(out, quick_mode=False) == ["01_one", "02_two"]
+    with pytest.raises(book.SiteError, match=r"not executed in quick mode.*: 02_two"):
+        book.build_site(out, quick_mode=True, root=root, build_dir=root / "_build")
+
+    project = root / "_build" / "myst"
+    assert book.site_project(out, project, root) == ["02_two"]
+    config = yaml.safe_load((project / "myst.yml").read_text())
+    assert config["project"]["toc"] == [
+        {"file": "book/index.md"},
+        {"title": "Part", "children": [{"file": "book/01_one.ipynb"}]},
+    ]
+    assert config["project"]["exclude"] == ["_build/**"]
+    assert config["site"] == yaml.safe_load(_MYST_YML)["site"]
+    assert sorted(p.name for p in (project / "book").iterdir()) == [
+        "01_one.ipynb",
+        "images",
+        "index.md",
+    ]
+    nb = nbformat.read(project / "book" / "01_one.ipynb", 4)
+    assert nb.cells[-1].outputs[0]["text"] == "one\n"  # the stored outputs, not re-executed
+    assert "jupytext" not in nb.metadata
+    assert (project / "book" / "index.md").read_text() == (
+        "# Book\n[one](01_one.ipynb), [two](02_two.ipynb#part), 01_one.mdx\n"
+    )
+    assert (project / "book" / "images" / "icon.svg").is_file()
+    assert (project / "qam_lite" / "flows.py").is_file()
+    # Regenerated from scratch: a chapter executed since is added, nothing stale is kept.
+    (project / "_build" / "html").mkdir(parents=True)
+    book.build(out, quick_mode=True)
+    assert book.site_project(out, project, root) == []
+    assert (project / "book" / "02_two.ipynb").is_file()
+    assert not (project / "_build" / "html").exists()
 
 
 def test_a_failed_rerun_keeps_the_finished_chapter(fake_book):

@@ -1,8 +1,9 @@
 """The rendered site, in a real browser: every chapter page shows its figures, no traceback, no
 "kernel connection is required", and every static tau player changes its figure when scrubbed.
 
-Builds the executed site (quick mode) with a copy of ``../shared/myst-book-theme`` in a temporary
-folder, serves it on 127.0.0.1 and drives Debian's ``chromium`` with Playwright (its own browser
+Renders the site (quick mode) from the notebooks the chapter tests executed (``bookrun``: each
+chapter runs once per session) with a copy of ``../shared/myst-book-theme`` in a temporary folder,
+serves it on 127.0.0.1 and drives Debian's ``chromium`` with Playwright (its own browser
 download is unreachable). The theme's CDN stylesheets (KaTeX, font-awesome) are served from their
 npm packages, or blocked where npm is unreachable; every other outside request is blocked.
 Set ``QAM_LITE_SCREENSHOTS=DIR`` to keep a screenshot of each chapter page.
@@ -10,15 +11,16 @@ Set ``QAM_LITE_SCREENSHOTS=DIR`` to keep a screenshot of each chapter page.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
 
+import bookrun
 import pytest
 
 from qam_lite import book
@@ -58,17 +60,22 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The executed site (quick mode) built from a copy of the book; its html folder."""
+    """The site (quick mode) rendered from the chapters this session executed; its html folder.
+
+    test_book.py's chapter tests execute the chapters (``bookrun``); any not executed yet (this
+    file run alone) are executed here, once. A chapter that fails is left out of the site (its
+    page test then fails) and the others are still checked.
+    """
     assert _missing() is None, _missing()
-    root = tmp_path_factory.mktemp("site")
-    shutil.copy(book.ROOT / "myst.yml", root / "myst.yml")
-    shutil.copytree(book.BOOK_DIR, root / "book", ignore=shutil.ignore_patterns("*.ipynb"))
-    # Chapters literalinclude ../qam_lite/*.py.
-    shutil.copytree(
-        book.ROOT / "qam_lite", root / "qam_lite", ignore=shutil.ignore_patterns("__pycache__")
+    executed = bookrun.executed_dir(tmp_path_factory)
+    for md in book.chapters():
+        with contextlib.suppress(Exception, pytest.fail.Exception):
+            bookrun.execute(md, executed)
+    out = tmp_path_factory.mktemp("site")
+    book.build_site(
+        executed, quick_mode=True, theme=THEME, build_dir=out, timeout=1200, strict=False
     )
-    book.build_site(quick_mode=True, theme=THEME, root=root, timeout=2400)
-    return root / "_build" / "html"
+    return out / "html"
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +141,8 @@ def chapter_pages(html_dir: Path) -> dict[str, str]:
 
 
 def test_site_build_check_passes(site):
+    # Built from the executed notebooks: a chapter page without outputs, or with a traceback, a
+    # live widget or a progress bar, is reported here.
     assert book.check_site(site) == []
 
 
@@ -153,8 +162,11 @@ def _route(cdn_files, blocked):
 
 
 @pytest.mark.parametrize("chapter", [md.stem for md in book.chapters()])
-def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files):
+def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files, tmp_path_factory):
     url = chapter_pages(site).get(chapter)
+    failure = bookrun.executed_dir(tmp_path_factory) / f"{chapter}.error.txt"
+    if not url and failure.exists():
+        pytest.fail(f"{chapter} is not in the site: it failed to execute:\n{failure.read_text()}")
     assert url, f"no page for {chapter} in {site}"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     blocked: list[str] = []
