@@ -167,7 +167,8 @@ def plot_curve(eval_csv: str | Path, out_png: str | Path, *, title: str = "") ->
         return None
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules:  # keep a notebook's (inline) backend
+        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     from qam_lite.plotting import COLORS, subplots
