@@ -17,8 +17,14 @@ released number for the same method at the same step beside each (package data,
 - ``p``: a domain or ``all`` row averaged over fewer tasks/domains than the paper's.
 
 The confidence interval is Student's t: ``mean +- t(0.975, n - 1) * sd / sqrt(n)`` over seeds
-(none for one seed). Outputs: Markdown, CSV, LaTeX, and a learning-curve figure per task with
-the paper's mean and CI band.
+(none for one seed); :func:`difference` gives Welch's interval for the difference of two agents.
+Outputs: Markdown (long, or ``wide``: one column per agent with the paper's beside), CSV, LaTeX,
+and a learning-curve figure per task with the paper's mean and CI band.
+
+The paper's own table: :func:`paper_table` / :func:`paper_table_markdown` (its 17 methods x 10
+domains and ``all`` at a step: 1M ends the offline phase, 1.5M the online one; ``qam-lite table
+--paper 1e6 1.5e6``), :func:`paper_curve` and :func:`plot_paper_curves` (per-domain curves with
+95 % CI or SEM bands), all from the released per-seed numbers packaged in ``qam_lite/data/paper``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from importlib import resources
 from pathlib import Path
 
 #: Our agent names -> the paper's method names (agents without one have no paper column).
-PAPER_METHODS = {"qam": "QAM", "fql": "FQL", "bam": "BAM", "qam-e": "QAM-E", "qam-f": "QAM-F"}
+PAPER_METHODS = {"qam": "QAM", "qam-e": "QAM-E", "qam-f": "QAM-F", "fql": "FQL", "bam": "BAM"}
 PAPER_FILES = {
     "main": "qam_paper_main.csv.gz",
     "data_quality": "qam_paper_data_quality.csv.gz",
@@ -52,9 +58,10 @@ MARKS = {
     "n": "data not of the paper's kind and size (see provenance.json data.paper_comparable_reason)",
     "r": "reduced networks or batch (the paper: 4x512 MLPs, batch 256, K=10, T=10)",
     "e": "fewer than 50 evaluation episodes",
-    "p": "averaged over fewer tasks/domains than the paper",
+    "p": "averaged over fewer tasks/domains than the paper (its number beside: the same tasks)",
 }
-FORMATS = ("md", "csv", "tex")
+FORMATS = ("md", "csv", "tex", "wide")
+FILENAMES = {"md": "table.md", "csv": "table.csv", "tex": "table.tex", "wide": "table-wide.md"}
 
 # Student's t quantile t(0.975, df) for df = 1..30 (standard table values); beyond, 1.96.
 _T975 = (
@@ -75,8 +82,31 @@ def ci95(values: Sequence[float]) -> tuple[float, float | None]:
     if n < 2:
         return mean, None
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
-    return mean, t * sd / math.sqrt(n)
+    return mean, _t975(n - 1) * sd / math.sqrt(n)
+
+
+def _t975(df: float) -> float:
+    """t(0.975, df), df rounded down (conservative) to the table's values; 1.96 beyond 30."""
+    df = int(math.floor(df))
+    if df < 1:
+        raise TableError(f"a t interval needs at least 1 degree of freedom, got {df}")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | None]:
+    """``(mean(a) - mean(b), half-width of its 95 % Welch interval)`` for two independent
+    samples (e.g. two agents' per-seed success); the half-width is None when either sample has
+    one value. The Welch-Satterthwaite degrees of freedom are rounded down (a wider interval)."""
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    if na < 2 or nb < 2:
+        return ma - mb, None
+    va = sum((x - ma) ** 2 for x in a) / (na - 1) / na
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1) / nb
+    if va + vb == 0:
+        return ma - mb, 0.0
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    return ma - mb, _t975(df) * math.sqrt(va + vb)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +136,218 @@ def paper_cell(key: str, agent: str, step: int) -> tuple[float, float | None, in
     if not seeds:
         return None
     return (*ci95(seeds), len(seeds))
+
+
+def paper_over(
+    tasks: Sequence[str], agent: str, step: int
+) -> tuple[float, float | None, int] | None:
+    """The paper's ``(mean, ci, n)`` for ``agent`` over a subset of its tasks, aggregated as its
+    table is: the mean of each domain's tasks, then the mean of those domains. The interval
+    treats column ``seed i`` of every task as one replicate; the released domain rows pair seeds
+    their own way, so over a full domain the mean is the paper's exactly but the interval differs
+    a little (QAM, scene-play, 1M: ± 0.70 here, ± 0.93 from its row). None where the paper has
+    no number for one of the tasks."""
+    from qam_lite.tasks import parse_task
+
+    method = PAPER_METHODS.get(agent)
+    if method is None or not tasks:
+        return None
+    by_domain: dict[str, list[list[float]]] = defaultdict(list)
+    for task in tasks:
+        seeds = paper_rows().get((task, method, step))
+        if not seeds:
+            return None
+        by_domain[parse_task(task).domain].append(seeds)
+    lengths = {len(v) for vs in by_domain.values() for v in vs}
+    domain_means = [
+        [sum(v[i] for v in vs) / len(vs) for i in range(min(lengths))] for vs in by_domain.values()
+    ]
+    per_seed = [sum(d[i] for d in domain_means) / len(domain_means) for i in range(min(lengths))]
+    if len(lengths) > 1:  # seeds not aligned: the mean of means, no interval
+        means = [sum(sum(v) / len(v) for v in vs) / len(vs) for vs in by_domain.values()]
+        return sum(means) / len(means), None, min(lengths)
+    return (*ci95(per_seed), len(per_seed))
+
+
+def paper_methods(study: str = "main") -> list[str]:
+    """The study's methods: QAM and its variants first, then the others alphabetically."""
+    names = {m for _, m, _ in paper_rows(study)}
+    first = [m for m in ("QAM", "QAM-E", "QAM-F") if m in names]
+    return first + sorted(names - set(first), key=str.lower)
+
+
+def paper_keys(level: str = "domain") -> list[str]:
+    """The main study's rows of one ``level``: ``'domain'`` (its 10 domains in the paper's order,
+    then ``all``) or ``'task'`` (its 50 tasks)."""
+    from qam_lite.tasks import PAPER_DOMAINS, all_task_names
+
+    if level == "domain":
+        return [*PAPER_DOMAINS, "all"]
+    if level == "task":
+        return all_task_names(list(PAPER_DOMAINS))
+    raise TableError(f"level={level!r}; accepted: 'domain', 'task'")
+
+
+def paper_table(
+    step: int = 1_000_000,
+    keys: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    study: str = "main",
+) -> dict[str, dict[str, tuple[float, float | None, int]]]:
+    """The paper's ``{key: {method: (mean, ci95, seeds)}}`` at ``step`` (1M: the end of the
+    offline phase; 1.5M: the end of the online phase), from its released per-seed numbers.
+
+    ``keys``: task/domain names or ``all`` (default: the 10 domains and ``all``); ``methods``:
+    the paper's method names (default: all 17). A method without a number there (RLPD is
+    online only) is left out of that key's dict.
+    """
+    rows = paper_rows(study)
+    steps = sorted({s for _, _, s in rows})
+    if step not in steps:
+        raise TableError(
+            f"the paper has no step {step}; accepted: {steps[0]} .. {steps[-1]} every "
+            f"{steps[1] - steps[0]} (1000000 = end of offline, 1500000 = end of online)"
+        )
+    keys = paper_keys() if keys is None else list(keys)
+    methods = paper_methods(study) if methods is None else list(methods)
+    unknown = [m for m in methods if m not in paper_methods(study)]
+    if unknown:
+        raise TableError(
+            f"unknown method(s) {', '.join(unknown)}; accepted: {', '.join(paper_methods(study))}"
+        )
+    out: dict[str, dict[str, tuple[float, float | None, int]]] = {}
+    for key in keys:
+        out[key] = {}
+        for method in methods:
+            seeds = rows.get((key, method, step))
+            if seeds:
+                out[key][method] = (*ci95(seeds), len(seeds))
+    return out
+
+
+def short_domain(key: str) -> str:
+    """``cube-double-play`` -> ``cube-double`` (a column header)."""
+    return key.removesuffix("-play").removesuffix("-navigate")
+
+
+def paper_table_markdown(
+    step: int = 1_000_000,
+    keys: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    study: str = "main",
+    ci: bool = False,
+) -> str:
+    """The paper's table at ``step`` as Markdown: one row per method, one column per domain (and
+    ``all``); success rate x 100, mean over seeds (``ci=True``: ± 95 % CI). The best mean of each
+    column is bold, and so is every mean whose 95 % CI reaches it."""
+    table = paper_table(step, keys, methods, study)
+    keys = list(table)
+    methods = paper_methods(study) if methods is None else list(methods)
+    absent = [m for m in methods if not any(m in cells for cells in table.values())]
+    methods = [m for m in methods if m not in absent]
+    best = {}
+    for key, cells in table.items():
+        if cells:
+            top = max(cells.values(), key=lambda c: c[0])[0]
+            best[key] = {m for m, (mean, half, _) in cells.items() if mean + (half or 0) >= top}
+    head = "| method | " + " | ".join(short_domain(k) for k in keys) + " |"
+    lines = [head, "|---|" + "---:|" * len(keys)]
+    for method in methods:
+        row = []
+        for key in keys:
+            cell = table[key].get(method)
+            if cell is None:
+                row.append("—")
+                continue
+            text = fmt(cell[0], cell[1]) if ci else f"{cell[0]:.1f}"
+            row.append(f"**{text}**" if method in best.get(key, ()) else text)
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    phase = "offline" if step <= 1_000_000 else "online"
+    n = {c[2] for cells in table.values() for c in cells.values()}
+    lines.append(
+        f"\nThe paper's released data ({study} study) at step {step_text(step)} ({phase} phase): "
+        f"success rate x 100, mean over {'/'.join(map(str, sorted(n)))} seeds"
+        + (" ± 95 % CI (Student's t)" if ci else "")
+        + "; a domain is the mean of its 5 tasks, `all` the mean of the 10 domains. Bold: the "
+        "column's best mean and every mean whose 95 % CI reaches it."
+        + (f" No number at this step: {', '.join(absent)}." if absent else "")
+    )
+    return "\n".join(lines) + "\n"
+
+
+def paper_curve(
+    key: str, method: str, study: str = "main", band: str = "ci"
+) -> tuple[list[int], list[float], list[float]]:
+    """``(steps, means, half-widths)`` of the paper's curve for ``method`` on ``key``;
+    ``band``: ``'ci'`` (95 % t interval over seeds) or ``'sem'`` (standard error)."""
+    if band not in ("ci", "sem"):
+        raise TableError(f"band={band!r}; accepted: 'ci', 'sem'")
+    points = sorted(
+        (s, v) for (k, m, s), v in paper_rows(study).items() if k == key and m == method
+    )
+    steps, means, halves = [], [], []
+    for step, seeds in points:
+        mean, half = ci95(seeds)
+        if band == "sem":
+            half = None if half is None else half / _t975(len(seeds) - 1)
+        steps.append(step)
+        means.append(mean)
+        halves.append(half or 0.0)
+    return steps, means, halves
+
+
+def plot_paper_curves(
+    keys: Sequence[str] | None = None,
+    methods: Sequence[str] = ("QAM", "QAM-E", "QAM-F", "FQL", "BAM", "QSM", "ReBRAC"),
+    study: str = "main",
+    band: str = "ci",
+    ncols: int = 4,
+):
+    """One panel per key (default: the 10 domains and ``all``): each method's mean success over
+    the paper's steps with a shaded band (``band``: 95 % CI or SEM over seeds), and a line at
+    1M where the online phase starts. Returns the figure."""
+    from qam_lite.plotting import subplots
+
+    keys = paper_keys() if keys is None else list(keys)
+    nrows = -(-len(keys) // ncols)
+    fig, axes = subplots(nrows, ncols, width=3.0, height=2.3, sharex=True, sharey=True,
+                         layout="constrained", squeeze=False)  # fmt: skip
+    colors = _method_colors(methods)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for method in methods:
+            steps, means, halves = paper_curve(key, method, study, band)
+            if not steps:
+                continue
+            xs = [s / 1e6 for s in steps]
+            ax.plot(xs, means, color=colors[method], lw=1.2, label=method)
+            lo = [m - h for m, h in zip(means, halves, strict=True)]
+            hi = [m + h for m, h in zip(means, halves, strict=True)]
+            ax.fill_between(xs, lo, hi, color=colors[method], alpha=0.2, lw=0)
+        ax.axvline(1.0, color="0.5", lw=0.8, ls=":")
+        ax.set_title(short_domain(key), fontsize=9)
+        ax.set_ylim(-2, 102)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("success (%)")
+    for col in range(ncols):  # x labels under the lowest panel of each column
+        shown = [ax for ax in axes[:, col] if ax.get_visible()]
+        if shown:
+            shown[-1].set_xlabel("steps (millions)")
+            shown[-1].xaxis.set_tick_params(labelbottom=True)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    band_text = "95 % CI" if band == "ci" else "SEM"
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 8),
+               title=f"the paper's released curves (band: {band_text} over seeds; "
+                     "dotted: offline -> online at 1M)", title_fontsize=8, fontsize=8)  # fmt: skip
+    return fig
+
+
+def _method_colors(methods: Sequence[str]) -> dict[str, str]:
+    import matplotlib.pyplot as plt
+
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {m: cycle[i % len(cycle)] for i, m in enumerate(methods)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,6 +438,11 @@ class Cell:
     seeds: int
     marks: set[str]
     paper: tuple[float, float | None, int] | None
+    #: per-seed success in % (a domain's / all's: the mean over its members for the seeds that
+    #: every member has); what :func:`difference` compares.
+    per_seed: dict[int, float] = dataclasses.field(default_factory=dict, repr=False)
+    #: the tasks the cell averages (one for a task row)
+    tasks: tuple[str, ...] = ()
 
     def as_row(self) -> dict:
         p = self.paper
@@ -256,14 +503,14 @@ def build(runs: Sequence[Run], steps: Sequence[int] | str = "common") -> list[Ce
                     mean, ci = ci95(list(seeds.values()))
                     cell = Cell(
                         "task", task, agent, step, mean, ci, len(seeds), set(marks),
-                        paper_cell(task, agent, step),
+                        paper_cell(task, agent, step), dict(seeds), (task,),
                     )  # fmt: skip
                     cells.append(cell)
                     task_cells[step].append((cell, seeds))
             for step, members in sorted(task_cells.items()):
                 cell = _aggregate("domain", domain, agent, step, members, NUM_TASKS)
                 cells.append(cell)
-                domain_cells[step].append((cell, cell._per_seed))
+                domain_cells[step].append((cell, cell.per_seed))
         for step, members in sorted(domain_cells.items()):
             cells.append(_aggregate("all", "all", agent, step, members, 10))
     return cells
@@ -287,20 +534,25 @@ def _aggregate(level, key, agent, step, members, expected: int) -> Cell:
     per_seed = {s: sum(seeds[s] for _, seeds in members) / len(members) for s in sorted(common)}
     ci = ci95(list(per_seed.values()))[1] if len(per_seed) >= 2 else None
     n = len(per_seed) if per_seed else min(c.seeds for c, _ in members)
-    cell = Cell(level, key, agent, step, mean, ci, n, marks, paper_cell(key, agent, step))
-    cell._per_seed = per_seed  # for the next level up
-    return cell
+    tasks = tuple(sorted(set().union(*(c.tasks for c, _ in members))))
+    # A partial row is compared with the paper's number over the same tasks, not its full row.
+    paper = paper_over(tasks, agent, step) if "p" in marks else paper_cell(key, agent, step)
+    return Cell(level, key, agent, step, mean, ci, n, marks, paper, per_seed, tasks)
 
 
 # --------------------------------------------------------------------------------------------
 # Output
 
 
-def _fmt(mean: float, ci: float | None) -> str:
+def fmt(mean: float, ci: float | None) -> str:
+    """``"mean ± ci"`` with one decimal (``"mean"`` when there is no interval)."""
     return f"{mean:.1f}" if ci is None else f"{mean:.1f} ± {ci:.1f}"
 
 
-def _step_text(step: int) -> str:
+def step_text(step: int) -> str:
+    """50000 -> "50K", 1500000 -> "1.5M"."""
+    if step >= 1_000_000 and step % 100_000 == 0:
+        return f"{step / 1e6:g}M"
     return f"{step // 1000}K" if step % 1000 == 0 else str(step)
 
 
@@ -311,10 +563,10 @@ def to_markdown(cells: Sequence[Cell]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
-        p = "—" if c.paper is None else _fmt(c.paper[0], c.paper[1])
+        p = "—" if c.paper is None else fmt(c.paper[0], c.paper[1])
         key = c.key if c.level == "task" else f"**{c.key}**"
         lines.append(
-            f"| {c.level} | {key} | {c.agent} | {_step_text(c.step)} | {_fmt(c.mean, c.ci)} | "
+            f"| {c.level} | {key} | {c.agent} | {step_text(c.step)} | {fmt(c.mean, c.ci)} | "
             f"{c.seeds} | {p} | {'' if c.paper is None else c.paper[2]} | "
             f"{''.join(sorted(c.marks))} |"
         )
@@ -352,19 +604,161 @@ def to_latex(cells: Sequence[Cell]) -> str:
         r"\midrule",
     ]
     for c in cells:
-        ours = _fmt(c.mean, c.ci).replace("±", r"$\pm$")
+        ours = fmt(c.mean, c.ci).replace("±", r"$\pm$")
         if c.marks:
             ours += f"$^{{{''.join(sorted(c.marks))}}}$"
-        paper = "--" if c.paper is None else _fmt(c.paper[0], c.paper[1]).replace("±", r"$\pm$")
+        paper = "--" if c.paper is None else fmt(c.paper[0], c.paper[1]).replace("±", r"$\pm$")
         key = _tex_escape(c.key) if c.level == "task" else rf"\textbf{{{_tex_escape(c.key)}}}"
-        lines.append(f"{key} & {c.agent} & {_step_text(c.step)} & {ours} & {paper} \\\\")
+        lines.append(f"{key} & {c.agent} & {step_text(c.step)} & {ours} & {paper} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", "% " + legend(cells).strip()]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
-    """One figure per task: our mean (and 95 % CI band over seeds) per agent, and the paper's
-    mean and CI band for the same method over all its steps. Returns the files written."""
+def pivot(cells: Sequence[Cell], step: int | None = None) -> dict[tuple[str, str], dict]:
+    """``{(level, key): {agent: Cell}}`` at ``step`` (None: each row's last step for each
+    agent), rows in the table's order: per domain its tasks then the domain, then ``all``."""
+    from qam_lite.tasks import DOMAINS, parse_task
+
+    picked: dict[tuple[str, str], dict[str, Cell]] = {}
+    for c in cells:
+        if step is not None and c.step != step:
+            continue
+        row = picked.setdefault((c.level, c.key), {})
+        if c.agent not in row or c.step > row[c.agent].step:
+            row[c.agent] = c
+
+    def order(item):
+        level, key = item
+        if level == "all":
+            return (len(DOMAINS), 2, key)
+        domain = key if level == "domain" else parse_task(key).domain
+        return (list(DOMAINS).index(domain), 0 if level == "task" else 1, key)
+
+    return {k: picked[k] for k in sorted(picked, key=order)}
+
+
+def to_wide_markdown(
+    cells: Sequence[Cell], step: int | None = None, paper_steps: Sequence[int] = ()
+) -> str:
+    """One row per task / domain / ``all``, one column per agent (mean ± 95 % CI over seeds at
+    ``step``, None: the last step, with the cell's marks in brackets), then the paper's number
+    for the same methods at each of ``paper_steps`` (mean ± 95 % CI over its seeds; on a
+    partial domain or ``all`` row, over the same tasks as ours: :func:`paper_over`)."""
+    rows = pivot(cells, step)
+    order = list(PAPER_METHODS)
+    agents = sorted(
+        dict.fromkeys(c.agent for r in rows.values() for c in r.values()),
+        key=lambda a: (a not in PAPER_METHODS, order.index(a) if a in PAPER_METHODS else 0, a),
+    )
+    head = ["task / domain"]
+    for a in agents:
+        mine = [r[a] for r in rows.values() if a in r]
+        steps = "/".join(step_text(s) for s in sorted({c.step for c in mine}))
+        seeds = {c.seeds for c in mine}
+        k = seeds.pop() if len(seeds) == 1 else None
+        n = "" if k is None else f", {k} seed{'' if k == 1 else 's'}"
+        head.append(f"{a} (ours, {steps}{n})")
+    uniform = {a: " seed" in h for a, h in zip(agents, head[1:], strict=True)}
+    paper_cols = [(a, s) for s in paper_steps for a in agents if a in PAPER_METHODS]
+    head += [f"{PAPER_METHODS[a]} (paper, {step_text(s)})" for a, s in paper_cols]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    paper_n: set[int] = set()
+    for (level, key), by_agent in rows.items():
+        row = [key if level == "task" else f"**{key}**"]
+        for a in agents:
+            c = by_agent.get(a)
+            if c is None:
+                row.append("—")
+                continue
+            n = "" if uniform[a] else f" (n={c.seeds})"
+            marks = f" [{''.join(sorted(c.marks))}]" if c.marks else ""
+            row.append(f"{fmt(c.mean, c.ci)}{n}{marks}")
+        row_tasks = tuple(sorted(set().union(*(c.tasks for c in by_agent.values()))))
+        partial = any("p" in c.marks for c in by_agent.values())
+        for a, s in paper_cols:
+            c = by_agent.get(a)
+            if c is not None and "p" in c.marks:
+                p = paper_over(c.tasks, a, s)  # the tasks of our cell
+            elif partial:
+                p = paper_over(row_tasks, a, s)  # the row's tasks
+            else:
+                p = paper_cell(key, a, s)
+            if p is not None:
+                paper_n.add(p[2])
+            row.append("—" if p is None else fmt(p[0], p[1]))
+        lines.append("| " + " | ".join(row) + " |")
+    note = ""
+    if paper_cols:
+        note = (
+            f" The paper's columns: its released per-seed numbers "
+            f"({'/'.join(map(str, sorted(paper_n)))} seeds); on a partial domain or `all` row "
+            "(mark p) over the same tasks as our cell (where we have none: as the row's)."
+        )
+    return "\n".join(lines) + "\n\n" + legend(cells).rstrip("\n") + note + "\n"
+
+
+def plot_task(
+    ax,
+    runs: Sequence[Run],
+    task: str,
+    agents: Sequence[str] | None = None,
+    logx: bool = False,
+    paper_until: int | None = None,
+) -> None:
+    """Draw one task's curves on ``ax``: our mean per agent with its 95 % CI band over seeds
+    (solid), and the paper's mean and CI band for the same method (dashed) up to ``paper_until``
+    (None: all its steps, offline and online). ``logx``: a log step axis, so that a short run's
+    first evaluations and the paper's 50K..1.5M fit on one axis."""
+    import matplotlib.pyplot as plt
+
+    grouped = collect(runs)
+    agents = sorted(a for t, a in grouped if t == task) if agents is None else list(agents)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, agent in enumerate(agents):
+        if (task, agent) not in grouped:
+            continue
+        color = colors[i % len(colors)]
+        data, marks = grouped[task, agent]
+        xs = sorted(data)
+        stats = [ci95(list(data[s].values())) for s in xs]
+        ys = [m for m, _ in stats]
+        tag = f" [{''.join(sorted(marks))}]" if marks else ""
+        ax.plot(xs, ys, "o-", color=color, label=f"{agent} (ours){tag}")
+        if all(ci is not None for _, ci in stats):
+            lo = [m - ci for m, ci in stats]
+            hi = [m + ci for m, ci in stats]
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
+        method = PAPER_METHODS.get(agent)
+        if method is None:
+            continue
+        px, pm, ph = paper_curve(task, method)
+        keep = [k for k, s in enumerate(px) if paper_until is None or s <= paper_until]
+        if keep:
+            px, pm, ph = ([v[k] for k in keep] for v in (px, pm, ph))
+            ax.plot(px, pm, "--", color=color, label=f"{method} (paper)")
+            lo = [m - h for m, h in zip(pm, ph, strict=True)]
+            hi = [m + h for m, h in zip(pm, ph, strict=True)]
+            ax.fill_between(px, lo, hi, color=color, alpha=0.1)
+    ax.set_xlabel("step (gradient / environment steps)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(task, fontsize=9)
+    if logx:
+        from matplotlib.ticker import FuncFormatter
+
+        from qam_lite.plotting import log_axis
+
+        log_axis(ax, "x")
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda v, _: step_text(int(round(v))) if v >= 1000 else f"{v:g}")
+        )
+    ax.legend(fontsize=7)
+
+
+def plot_curves(
+    runs: Sequence[Run], out_dir: Path, logx: bool = False, paper_until: int | None = None
+) -> list[Path]:
+    """One figure per task (:func:`plot_task`) written to ``out_dir``. Returns the files."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -372,45 +766,11 @@ def plot_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
 
     from qam_lite.plotting import subplots
 
-    grouped = collect(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for task in sorted({t for t, _ in grouped}):
+    for task in sorted({r.task for r in runs}):
         fig, ax = subplots(width=5.0, height=3.2)
-        agents = sorted(a for t, a in grouped if t == task)
-        for i, agent in enumerate(agents):
-            color = colors[i % len(colors)]
-            data, marks = grouped[task, agent]
-            xs = sorted(data)
-            stats = [ci95(list(data[s].values())) for s in xs]
-            ys = [m for m, _ in stats]
-            tag = f" [{''.join(sorted(marks))}]" if marks else ""
-            ax.plot(xs, ys, "o-", color=color, label=f"{agent} (ours){tag}")
-            if all(ci is not None for _, ci in stats):
-                lo = [m - ci for m, ci in stats]
-                hi = [m + ci for m, ci in stats]
-                ax.fill_between(xs, lo, hi, color=color, alpha=0.2)
-            method = PAPER_METHODS.get(agent)
-            paper = sorted(
-                (s, v) for (k, m, s), v in paper_rows().items() if k == task and m == method
-            )
-            if paper:
-                px = [s for s, _ in paper]
-                pstats = [ci95(v) for _, v in paper]
-                ax.plot(px, [m for m, _ in pstats], "--", color=color, label=f"{method} (paper)")
-                ax.fill_between(
-                    px,
-                    [m - (c or 0) for m, c in pstats],
-                    [m + (c or 0) for m, c in pstats],
-                    color=color,
-                    alpha=0.1,
-                )
-        ax.set_xlabel("step (gradient / environment steps)")
-        ax.set_ylabel("success rate (%)")
-        ax.set_ylim(-2, 102)
-        ax.set_title(task, fontsize=9)
-        ax.legend(fontsize=7)
+        plot_task(ax, runs, task, logx=logx, paper_until=paper_until)
         path = out_dir / f"{task}.png"
         fig.savefig(path)
         plt.close(fig)
@@ -424,16 +784,46 @@ def plot_curves(runs: Sequence[Run], out_dir: Path) -> list[Path]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``qam-lite table`` options (the CLI calls this)."""
-    p.add_argument("runs", nargs="+", help="run folders, or folders above them (e.g. a sweep's)")
+    p.add_argument("runs", nargs="*", help="run folders, or folders above them (e.g. a sweep's)")
     p.add_argument(
         "--steps",
         nargs="+",
         default=["common"],
         help="'common' (default: steps where both sides have a number), 'ours', or step numbers",
     )
-    p.add_argument("--format", nargs="+", default=["md"], help=f"any of {', '.join(FORMATS)}")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        default=["md"],
+        help=f"any of {', '.join(FORMATS)} (wide: one column per agent, then the paper's)",
+    )
+    p.add_argument(
+        "--paper-steps",
+        nargs="+",
+        type=_step_arg,
+        help="the paper's steps shown beside ours in the wide format (default: the table's steps "
+        "that the paper reports)",
+    )
+    p.add_argument(
+        "--paper",
+        nargs="+",
+        type=_step_arg,
+        metavar="STEP",
+        help="also the paper's own table at STEP (1e6: end of offline, 1.5e6: end of online): "
+        "its 17 methods x 10 domains and all, from the packaged data; no runs needed",
+    )
     p.add_argument("--out", help="folder for table.md/.csv/.tex and curves/ (default: print)")
     p.add_argument("--figures", action="store_true", help="learning curves per task (needs --out)")
+    p.add_argument("--logx", action="store_true", help="figures: log step axis")
+
+
+def _step_arg(text: str) -> int:
+    try:
+        return int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a step; accepted: a number like 1000000 or 1e6"
+        ) from None
 
 
 def parse_steps(items: Sequence[str]) -> list[int] | str:
@@ -447,12 +837,30 @@ def parse_steps(items: Sequence[str]) -> list[int] | str:
         ) from None
 
 
+def _emit(out: Path | None, name: str, text: str) -> None:
+    if out is None:
+        print(text)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(text)
+    print(f"wrote {out / name}")
+
+
 def run_cli(args: argparse.Namespace) -> None:
     bad = [f for f in args.format if f not in FORMATS]
     if bad:
         raise TableError(f"unknown format(s) {', '.join(bad)}; accepted: {', '.join(FORMATS)}")
     if args.figures and not args.out:
         raise TableError("--figures needs --out FOLDER (figures are written there)")
+    if not args.runs and not args.paper:
+        raise TableError(
+            "give run folders (or folders above them), or --paper STEP for the paper's own table"
+        )
+    out = Path(args.out) if args.out else None
+    for step in args.paper or ():
+        _emit(out, f"paper-{step_text(step)}.md", paper_table_markdown(step, ci=True))
+    if not args.runs:
+        return
     runs = find_runs(args.runs)
     if not runs:
         raise TableError(
@@ -473,16 +881,17 @@ def run_cli(args: argparse.Namespace) -> None:
                 f"no cell at the chosen steps ({' '.join(args.steps)}); steps in the runs: {have}"
             )
         return
-    writers = {"md": to_markdown, "csv": to_csv, "tex": to_latex}
-    if not args.out:
-        for fmt in args.format:
-            print(writers[fmt](cells))
-        return
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    paper_steps = args.paper_steps
+    if paper_steps is None:
+        paper_steps = sorted({c.step for c in cells if c.paper is not None})
+    writers = {
+        "md": to_markdown,
+        "csv": to_csv,
+        "tex": to_latex,
+        "wide": lambda cs: to_wide_markdown(cs, paper_steps=paper_steps),
+    }
     for fmt in args.format:
-        (out / f"table.{fmt}").write_text(writers[fmt](cells))
-        print(f"wrote {out / f'table.{fmt}'}")
+        _emit(out, FILENAMES[fmt], writers[fmt](cells))
     if args.figures:
-        files = plot_curves(runs, out / "curves")
+        files = plot_curves(runs, out / "curves", logx=args.logx)
         print(f"wrote {len(files)} figure(s) in {out / 'curves'}")

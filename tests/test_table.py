@@ -123,7 +123,7 @@ def test_markdown_csv_latex_outputs(runs_dir):
 def test_cli_writes_files_and_figures(runs_dir, tmp_path, capsys):
     out = tmp_path / "table"
     argv = ["table", str(runs_dir), "--format", "md", "csv", "tex", "--out", str(out)]
-    assert main([*argv, "--figures"]) == 0
+    assert main([*argv, "--figures", "--logx"]) == 0
     for name in ("table.md", "table.csv", "table.tex"):
         assert (out / name).stat().st_size > 0
     figures = sorted(p.name for p in (out / "curves").glob("*.png"))
@@ -147,3 +147,54 @@ def test_bad_input(tmp_path, runs_dir, capsys):
     assert "accepted: 'common', 'ours'" in capsys.readouterr().err
     assert main(["table", str(runs_dir), "--steps", "12345"]) == 0
     assert "no cell at the chosen steps (12345)" in capsys.readouterr().out
+
+
+def test_the_papers_own_table_and_curves():
+    t = table.paper_table(1_000_000)
+    assert list(t)[-1] == "all" and len(t) == 11  # 10 domains, then all
+    assert t["all"]["QAM"][0] == pytest.approx(44.39, abs=0.01) and "RLPD" not in t["all"]
+    assert len(table.paper_table(1_500_000)["all"]) == 17  # RLPD is online only
+    md = table.paper_table_markdown(1_000_000)
+    assert "| RLPD |" not in md and "No number at this step: RLPD." in md
+    assert "| QAM | " in md and "**45.7**" in md and "| puzzle-3x3 |" in md
+    with pytest.raises(table.TableError, match="no step 1234"):
+        table.paper_table(1234)
+    with pytest.raises(table.TableError, match="unknown method"):
+        table.paper_table(methods=["QAM", "SAC"])
+    steps, means, ci = table.paper_curve("scene-play", "QAM")
+    assert steps[0] == 50_000 and steps[-1] == 1_500_000 and len(steps) == 30
+    _, _, sem = table.paper_curve("scene-play", "QAM", band="sem")
+    assert all(0 <= e <= c for e, c in zip(sem, ci, strict=True))
+    # The paper over a subset of tasks: over a whole domain, its mean is the released row's.
+    scene = [f"scene-play-singletask-task{i}-v0" for i in range(1, 6)]
+    assert table.paper_over(scene, "qam", 1_000_000)[0] == pytest.approx(
+        table.paper_cell("scene-play", "qam", 1_000_000)[0]
+    )
+    assert table.paper_over(scene[:1], "bc", 1_000_000) is None
+    fig = table.plot_paper_curves(["scene-play", "all"], ["QAM", "FQL"], ncols=2)
+    assert sum(ax.get_visible() for ax in fig.axes) == 2
+
+
+def test_difference_and_wide_table(runs_dir, capsys):
+    diff, half = table.difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0])
+    # Welch's df = 4.14 -> 4 (rounded down): t = 2.776, se = sqrt(1/3 + 20/12)
+    assert diff == -3.0 and half == pytest.approx(2.776 * (1 / 3 + 20 / 12) ** 0.5)
+    assert table.difference([1.0], [2.0, 3.0]) == (-1.5, None)
+    cells = table.build(table.find_runs([runs_dir]), "ours")
+    t1 = next(c for c in cells if c.key == T1 and c.agent == "qam" and c.step == 50000)
+    assert t1.per_seed == {0: 50.0, 1: 70.0} and t1.tasks == (T1,)
+    dom = next(c for c in cells if c.level == "domain" and c.agent == "qam" and c.step == 50000)
+    # A partial domain row is compared with the paper over the same tasks (2 of 5).
+    assert dom.paper == table.paper_over([T1, T2], "qam", 50000)
+    assert dom.paper[0] != pytest.approx(table.paper_cell("cube-double-play", "qam", 50000)[0])
+    wide = table.to_wide_markdown(cells, step=50000, paper_steps=[1_000_000])
+    head = wide.splitlines()[0]
+    assert head.startswith("| task / domain | qam (ours, 50K) | fql (ours, 50K, 1 seed) |")
+    assert "QAM (paper, 1M)" in head and "FQL (paper, 1M)" in head
+    assert f"| {T1} | 60.0 ± 127.1 (n=2) |" in wide
+    assert main(["table", "--paper", "1.5e6"]) == 0
+    assert "| RLPD |" in capsys.readouterr().out
+    assert main(["table", str(runs_dir), "--steps", "ours", "--format", "wide"]) == 0
+    assert "(paper, 50K)" in capsys.readouterr().out
+    assert main(["table"]) == 2
+    assert "--paper STEP" in capsys.readouterr().err
