@@ -1,7 +1,7 @@
 """Analytic checks of the core maths: flows, the memoryless SDE, the lean adjoint, the AM loss.
 
 Each test compares against a closed form from :mod:`qam_lite.toys` or against autodiff, and is
-built so that a wrong sign, a wrong time index or a dropped ``+h`` would make it fail.
+built so that a wrong sign, another time index or a dropped ``+h`` would make it fail.
 """
 
 from __future__ import annotations
@@ -188,12 +188,14 @@ def test_lean_adjoint_equals_autodiff_through_the_discrete_recursion():
     assert float(jnp.abs(lean).max()) > 0.1
 
 
-def test_lean_adjoint_would_catch_a_field_read_at_t_i_instead_of_t_i_plus_h():
+def test_lean_adjoint_differs_from_the_t_i_recursion():
+    # Reading the field at t_i gives the sampler's exact gradient (chapter 5); the published lean
+    # adjoint reads it at t_i + h. The two must differ, or the test above could not tell them apart.
     base, xs, ts, reward = _nonlinear_setup()
     grad_r = jax.vmap(jax.grad(reward))(xs[-1])
     lean = adjoint.lean_adjoint(base, xs, ts, grad_r)
-    wrong = _chain_adjoints(base, xs, ts, reward, field_time_shift=0.0)
-    assert float(jnp.abs(lean - wrong).max()) > 1e-2
+    at_t_i = _chain_adjoints(base, xs, ts, reward, field_time_shift=0.0)
+    assert float(jnp.abs(lean - at_t_i).max()) > 1e-2
 
 
 def test_lean_adjoint_with_a_random_mlp_field():
