@@ -169,9 +169,8 @@ def plot_curve(eval_csv: str | Path, out_png: str | Path, *, title: str = "") ->
 
     if "matplotlib.pyplot" not in sys.modules:  # keep a notebook's (inline) backend
         matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    from qam_lite.plotting import COLORS, subplots
+    from qam_lite.plotting import COLORS, figure_png, subplots
 
     per_seed: dict[int, list[tuple[int, float]]] = {}
     for row in rows:
@@ -197,8 +196,5 @@ def plot_curve(eval_csv: str | Path, out_png: str | Path, *, title: str = "") ->
         ax.set_title(title)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    write_bytes(Path(out_png), buf.getvalue())
+    write_bytes(Path(out_png), figure_png(fig, dpi=120))
     return Path(out_png)

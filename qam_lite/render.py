@@ -286,6 +286,8 @@ def frame_strip_png(episodes: dict[str, Episode], *, title: str = "", dpi: int =
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from qam_lite.plotting import figure_png
+
     if not episodes or any(len(e.frames) == 0 for e in episodes.values()):
         raise ValueError("frame_strip_png needs at least one episode, each with frames")
     cols = max(len(e.frames) for e in episodes.values())
@@ -316,12 +318,7 @@ def frame_strip_png(episodes: dict[str, Episode], *, title: str = "", dpi: int =
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.3)
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi)
 
 
 def gif_bytes(frames: np.ndarray, *, duration_ms: int = 150) -> bytes:

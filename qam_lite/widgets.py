@@ -14,7 +14,6 @@ has a frame for each trained ``tau`` and nothing in between. Works with ipywidge
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -22,7 +21,7 @@ import numpy as np
 from matplotlib.animation import FuncAnimation
 
 from qam_lite.book import batch
-from qam_lite.plotting import subplots
+from qam_lite.plotting import figure_png, subplots
 
 Draw = Callable[[object, float], None]
 
@@ -116,12 +115,7 @@ def tau_sweep_png(
         group = axes[0, i] if ncols == 1 else axes[i]
         draw(group, float(tau))
     fig.tight_layout()
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig, dpi)
 
 
 class TauSweep:
