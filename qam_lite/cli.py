@@ -2,7 +2,9 @@
 
 Verbs: ``book`` (execute the book), ``generate`` (build a dataset locally with OGBench's oracles),
 ``train`` (offline, optionally online; resumes automatically), ``evaluate`` (a saved run),
-``sweep`` (tasks x agents x seeds on submitit, local or SLURM), ``table`` (runs beside the paper).
+``sweep`` (tasks x agents x seeds on submitit, local or SLURM), ``table`` (runs beside the paper),
+``render`` (frames of a trained policy acting), ``probe`` (policies at fixed states, one run per
+``tau``), ``gradstats`` (the actor's gradient statistics during training).
 Errors a user can fix are reported in one line (exit 2), never as a traceback.
 
 The small CPU demo (about 2 + 4 minutes on 2 cores; 10k updates is far too few for the task to
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -221,6 +225,50 @@ def _table(args: argparse.Namespace) -> None:
             raise UserError(str(err)) from err
 
 
+def quiet_env_warnings() -> None:
+    """Hide two harmless warnings of making OGBench environments: MuJoCo's GLFW binding on a
+    machine without a display, and gymnasium's about float64 bounds ("precision lowered")."""
+    warnings.filterwarnings("ignore", module="glfw")
+    warnings.filterwarnings("ignore", message=".*precision lowered.*")
+
+
+def _render(args: argparse.Namespace) -> None:
+    from qam_lite import render
+
+    quiet_env_warnings()
+    with user_errors():
+        try:
+            render.run_cli(args)
+        # ValueError: an argument out of range; OSError: a missing run folder, an --out that
+        # cannot be created.
+        except (render.RenderUnavailable, ValueError, OSError) as err:
+            raise UserError(str(err)) from err
+
+
+def _probe(args: argparse.Namespace) -> None:
+    from qam_lite import probe
+
+    quiet_env_warnings()
+    with user_errors():
+        try:
+            probe.run_cli(args)
+        # ValueError: runs that cannot be compared, an argument out of range; OSError: a missing
+        # run folder or eval.csv, an --out that cannot be created.
+        except (ValueError, OSError) as err:
+            raise UserError(str(err)) from err
+
+
+def _gradstats(args: argparse.Namespace) -> None:
+    from qam_lite import gradstats
+
+    quiet_env_warnings()
+    with user_errors():
+        try:
+            gradstats.run_cli(args)
+        except (gradstats.GradStatsError, OSError) as err:  # OSError: an --out it cannot create
+            raise UserError(str(err)) from err
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -329,11 +377,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("table", help="our runs beside the paper's numbers (md, csv, tex, png)")
     table.add_arguments(p)
     p.set_defaults(func=_table)
+
+    from qam_lite import gradstats, probe, render
+
+    for verb, module, func, about in (
+        ("render", render, _render, "frames of a solved and an unsolved evaluation episode"),
+        ("probe", probe, _probe, "sample trained policies (one run per tau) at fixed states"),
+        ("gradstats", gradstats, _gradstats, "QAM's and BAM's actor gradients during training"),
+    ):
+        p = verbs.add_parser(verb, help=about, description=about)
+        module.add_arguments(p)
+        p.set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``qam-lite argv`` (default: this process's arguments); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    # The command as the qam-lite CLI spells it, for the verbs that record it as provenance
+    # (`python -m qam_lite.render ...` comes here too, as `qam-lite render ...`).
+    args.command_line = shlex.join(["qam-lite", *argv])
     try:
         args.func(args)
     except UserError as err:

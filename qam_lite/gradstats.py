@@ -26,9 +26,10 @@ plus, from the full gradient (every network, as the optimiser sees it): ``global
 ``actor_share`` (mean of ``||g_actor|| / ||g_all||``) and ``clipped`` (fraction of batches whose
 global norm exceeds ``config.grad_clip``, i.e. whose step the shared clip scales down).
 
-Command line (the result the book reads is ``results/cpu-gradstats/``)::
+Command line (the result the book reads is ``results/cpu-gradstats/``; ``python -m
+qam_lite.gradstats`` is the same)::
 
-    python -m qam_lite.gradstats --task scene-play-singletask-task1-v0 --dataset-dir data \\
+    qam-lite gradstats --task scene-play-singletask-task1-v0 --dataset-dir data \\
         --agents qam bam --steps 4000 --every 250 --batches 8 --seeds 2 \\
         --out results/cpu-gradstats
 
@@ -51,25 +52,22 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from qam_lite import logs
-from qam_lite.agents import make_agent
-from qam_lite.agents import qam as qam_agent
-from qam_lite.agents.bam import bptt_terms
-from qam_lite.agents.common import prepare_batch
-from qam_lite.config import PRESETS, Config, ConfigError, make_config, parse_overrides, to_dict
-from qam_lite.rundir import data_fingerprint, init_states, seed_keys, step_keys
-from qam_lite.update import chunk_sampler, make_multi_update
+from qam_lite.config import PRESETS, Config, make_config, parse_overrides, to_dict
+
+if TYPE_CHECKING:
+    import jax
+
+# JAX and the agents are imported inside the functions: the ``qam-lite`` CLI imports this module
+# to build its parser, and every other verb would pay for them.
 
 #: Agents whose actor is the fine-tuned flow ``f_theta`` trained from the critic (what this
 #: module compares): QAM (lean adjoint) and BAM (back-propagation through the SDE sample).
-ACTOR_TERMS: dict[str, Callable] = {"qam": qam_agent.adjoint_terms, "bam": bptt_terms}
+ACTOR_AGENTS = ("qam", "bam")
 #: ``rundir.step_keys`` stream of the measuring batches (0 init, 1 updates, 2 acting).
 PROBE_STREAM = 7
 #: Columns of :func:`vector_stats`, then those that need the full gradient.
@@ -103,6 +101,8 @@ def vector_stats(g: jax.Array) -> dict[str, jax.Array]:
     Returns:
       dict of float32 scalars named :data:`VECTOR_STATS`.
     """
+    import jax.numpy as jnp
+
     m = g.shape[0]
     if m < 2:
         raise GradStatsError(f"{m} gradient(s); accepted: M >= 2 batches (a variance needs two)")
@@ -130,6 +130,9 @@ def vector_stats(g: jax.Array) -> dict[str, jax.Array]:
 def flatten(tree: Any, batch_dims: int = 0) -> jax.Array:
     """The leaves of ``tree`` flattened and joined: ``(*batch, P)`` for ``batch_dims`` leading
     axes shared by every leaf (``ravel_pytree``'s order)."""
+    import jax
+    import jax.numpy as jnp
+
     leaves = jax.tree.leaves(tree)
     lead = leaves[0].shape[:batch_dims]
     return jnp.concatenate([x.reshape(*lead, -1) for x in leaves], axis=-1)
@@ -137,20 +140,25 @@ def flatten(tree: Any, batch_dims: int = 0) -> jax.Array:
 
 def agent_loss(config: Config, obs_dim: int, action_dim: int) -> Callable:
     """``loss(params, targets, batch, key) -> (loss, metrics)``: what ``agents.make_agent(config,
-    ...).update`` differentiates for ``config.agent`` in :data:`ACTOR_TERMS` (the same networks,
+    ...).update`` differentiates for ``config.agent`` in :data:`ACTOR_AGENTS` (the same networks,
     terms and key split; give it a batch already passed through ``prepare_batch``)."""
-    if config.agent not in ACTOR_TERMS:
+    from qam_lite.agents import qam as qam_agent
+    from qam_lite.agents.bam import bptt_terms
+
+    if config.agent not in ACTOR_AGENTS:
         raise GradStatsError(
-            f"agent={config.agent!r}; accepted: {', '.join(ACTOR_TERMS)} (a flow actor f_theta "
+            f"agent={config.agent!r}; accepted: {', '.join(ACTOR_AGENTS)} (a flow actor f_theta "
             "trained from the critic)"
         )
+    terms = {"qam": qam_agent.adjoint_terms, "bam": bptt_terms}[config.agent]
     chunk_dim = config.horizon * action_dim
     networks = qam_agent.make_networks(config, obs_dim, chunk_dim)
-    return qam_agent.make_loss(config, networks, chunk_dim, ACTOR_TERMS[config.agent])
+    return qam_agent.make_loss(config, networks, chunk_dim, terms)
 
 
 def actor_gradient(loss_fn: Callable, params: dict, targets: dict, batch, key) -> Any:
     """The gradient of ``loss_fn`` with respect to ``params['actor']`` only (same pytree)."""
+    import jax
 
     def of_actor(actor):
         return loss_fn({**params, "actor": actor}, targets, batch, key)[0]
@@ -172,6 +180,13 @@ def make_probe(config: Config, obs_dim: int, action_dim: int, num_batches: int) 
     Returns:
       dict of ``(S,)`` float32 arrays named :data:`STATS`.
     """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from qam_lite.agents.common import prepare_batch
+    from qam_lite.update import chunk_sampler
+
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 2:
         raise GradStatsError(f"num_batches={num_batches!r}; accepted: an integer >= 2")
     loss_fn = agent_loss(config, obs_dim, action_dim)
@@ -223,7 +238,12 @@ def measure(
       the update call ending at ``step``; empty at step 0). Training stops early, with
       ``stopped_at`` set, once a training metric is NaN/inf.
     """
+    import jax
+
+    from qam_lite.agents import make_agent
+    from qam_lite.rundir import init_states, seed_keys, step_keys
     from qam_lite.train import call_size
+    from qam_lite.update import make_multi_update
 
     c = config
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -299,9 +319,11 @@ def build_configs(
     ``seeds`` seeds."""
     if preset not in PRESETS:
         raise GradStatsError(f"preset={preset!r}; accepted: {', '.join(PRESETS)}")
-    bad = [a for a in agents if a not in ACTOR_TERMS]
+    bad = [a for a in agents if a not in ACTOR_AGENTS]
     if bad or not agents:
-        raise GradStatsError(f"agents={list(agents)!r}; accepted: some of {', '.join(ACTOR_TERMS)}")
+        raise GradStatsError(
+            f"agents={list(agents)!r}; accepted: some of {', '.join(ACTOR_AGENTS)}"
+        )
     settings = {**PRESETS[preset], **(overrides or {})}
     settings.update(offline_steps=steps, num_seeds=seeds, dataset_dir=dataset_dir)
     return [make_config(task, agent, **settings) for agent in agents]
@@ -311,6 +333,7 @@ def load_data(config: Config) -> tuple[dict, dict]:
     """``(data on the device, source record)``: the task's training data as ``train`` reads it."""
     from qam_lite import datasets
     from qam_lite.chunks import to_device
+    from qam_lite.rundir import data_fingerprint
     from qam_lite.train import to_sparse
 
     _, train, _ = datasets.load(config.task, config.dataset_dir, verbose=False)
@@ -333,12 +356,14 @@ def run(
     num_batches: int,
     data: tuple[dict, dict] | None = None,
     progress: Callable[[str], None] | None = print,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Measure every config in turn; write ``gradstats.csv``, ``summary.json`` and
     ``provenance.json`` to ``out`` (replacing them); return the summary.
 
     ``data``: ``(data on the device, source record)``; default :func:`load_data` of the first
-    config (all configs must share the task).
+    config (all configs must share the task). ``command``: the command line recorded in the
+    provenance (default: this process's).
     """
     if len({c.task for c in configs}) != 1:
         raise GradStatsError("every config must have the same task (the same data)")
@@ -375,6 +400,8 @@ def run(
         num_batches=num_batches,
         configs={c.agent: to_dict(c) for c in configs},
     )
+    if command is not None:
+        prov["command"] = command
     logs.write_json(out / "provenance.json", prov)
     return summary
 
@@ -383,14 +410,11 @@ def run(
 # Command line
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m qam_lite.gradstats",
-        description="Actor-gradient statistics of QAM and BAM during training on one dataset.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``qam-lite gradstats`` arguments (the CLI calls this)."""
     p.add_argument("--task", required=True, help="e.g. scene-play-singletask-task1-v0")
     p.add_argument("--dataset-dir", default=None, help="folder of the dataset (.npz)")
-    p.add_argument("--agents", nargs="+", default=list(ACTOR_TERMS), help="qam and/or bam")
+    p.add_argument("--agents", nargs="+", default=list(ACTOR_AGENTS), help="qam and/or bam")
     p.add_argument("--steps", type=int, default=4000, help="training updates per agent")
     p.add_argument("--every", type=int, default=250, help="measure every this many updates")
     p.add_argument("--batches", type=int, default=8, help="fresh batches per measurement (M)")
@@ -398,27 +422,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu-small", help=f"one of {', '.join(PRESETS)}")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--out", default="results/cpu-gradstats", help="output folder")
-    return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from qam_lite.datasets import DataError
+def run_cli(args: argparse.Namespace) -> None:
+    """``qam-lite gradstats``: :func:`build_configs` and :func:`run` with the command line's
+    arguments, then each agent's medians.
 
-    try:
-        configs = build_configs(
-            args.task,
-            args.agents,
-            steps=args.steps,
-            seeds=args.seeds,
-            preset=args.preset,
-            overrides=parse_overrides(args.set),
-            dataset_dir=args.dataset_dir,
-        )
-        summary = run(configs, args.out, every=args.every, num_batches=args.batches)
-    except (GradStatsError, ConfigError, DataError) as err:
-        print(f"gradstats: error: {err}", file=sys.stderr)
-        return 2
+    ``args`` comes from the ``qam-lite`` parser (``args.command_line`` is the provenance's
+    command); errors propagate for the CLI to report.
+    """
+    configs = build_configs(
+        args.task,
+        args.agents,
+        steps=args.steps,
+        seeds=args.seeds,
+        preset=args.preset,
+        overrides=parse_overrides(args.set),
+        dataset_dir=args.dataset_dir,
+    )
+    summary = run(
+        configs, args.out, every=args.every, num_batches=args.batches, command=args.command_line
+    )
     for agent, stats in summary["median_over_steps_and_seeds"].items():
         print(
             f"{agent}: median |g_actor| {stats['norm_mean']:.3g}, noise/signal "
@@ -426,7 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"train {summary['seconds'][agent]['train']:.0f} s"
         )
     print(f"wrote {args.out}/gradstats.csv, summary.json, provenance.json")
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m qam_lite.gradstats ARGS``: the same as ``qam-lite gradstats ARGS``."""
+    from qam_lite import cli
+
+    return cli.main(["gradstats", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ Arrays in the ``.npz`` (``R`` runs sorted by ``tau``, ``S`` seeds, ``M`` states,
     success_episodes (R,) int        its episodes per seed (0 if eval.csv does not say)
     horizon, action_dim   int
 
-Command line (the ``qam-lite`` CLI wires the same function)::
+Command line (``python -m qam_lite.probe`` is the same)::
 
-    python -m qam_lite.probe RUN_DIR [RUN_DIR ...] --out results/cpu-tau/probe.npz \
+    qam-lite probe RUN_DIR [RUN_DIR ...] --out results/cpu-tau/probe.npz \
         [--dataset-dir data] [--states data|eval] [--num-states 4] [--samples 64]
 
 :func:`pca_2d` is the projection the book uses to draw the 25-dimensional chunks in a plane.
@@ -44,10 +44,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -371,11 +369,8 @@ def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, comps, var[:2] / var.sum()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m qam_lite.probe",
-        description="Sample trained policies (one run per tau) at fixed states.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``qam-lite probe`` arguments (the CLI calls this)."""
     p.add_argument("run_dirs", nargs="+", help="run folders with checkpoint.npz and eval.csv")
     p.add_argument("--out", required=True, help="output .npz (the .json goes beside it)")
     p.add_argument("--dataset-dir", default=None, help="the task's dataset folder (--states data)")
@@ -383,37 +378,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-states", type=int, default=4)
     p.add_argument("--samples", type=int, default=64, help="samples per state and policy")
     p.add_argument("--seed", type=int, default=0)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    # MuJoCo's GLFW binding warns on a headless machine, gymnasium about float64 bounds: harmless.
-    warnings.filterwarnings("ignore", module="glfw")
-    warnings.filterwarnings("ignore", message=".*precision lowered.*")
-    from qam_lite.checkpoint import CheckpointError
-    from qam_lite.datasets import DataError
+def run_cli(args: argparse.Namespace) -> None:
+    """``qam-lite probe``: :func:`probe_runs` with the command line's arguments, then a summary.
 
-    try:
-        record = probe_runs(
-            args.run_dirs,
-            args.out,
-            dataset_dir=args.dataset_dir,
-            state_source=args.states,
-            num_states=args.num_states,
-            num_samples=args.samples,
-            seed=args.seed,
-            command="python -m qam_lite.probe " + shlex.join(argv),
-        )
-    except (ValueError, FileNotFoundError, CheckpointError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    ``args`` comes from the ``qam-lite`` parser (``args.command_line`` is the provenance's
+    command); errors propagate for the CLI to report.
+    """
+    record = probe_runs(
+        args.run_dirs,
+        args.out,
+        dataset_dir=args.dataset_dir,
+        state_source=args.states,
+        num_states=args.num_states,
+        num_samples=args.samples,
+        seed=args.seed,
+        command=args.command_line,
+    )
     rates = ", ".join(
         f"tau {r['tau']:g}: {100 * np.nanmean(r['success']):.0f} %" for r in record["runs"]
     )
     print(f"probed {len(record['runs'])} runs in {record['seconds']:.0f} s ({rates}) -> {args.out}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qam_lite.probe ARGS``: the same as ``qam-lite probe ARGS``."""
+    from qam_lite import cli
+
+    return cli.main(["probe", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

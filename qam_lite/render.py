@@ -17,14 +17,14 @@ spaced steps (rendering is the slow part on a CPU: a few tenths of a second a fr
                     the episodes' reset seeds, lengths and outcomes, MUJOCO_GL, versions, command
     <outcome>.gif   optional (``gif_frames > 0``): a short animation of each episode
 
-Command line (the ``qam-lite`` CLI wires the same function)::
+Command line (``python -m qam_lite.render`` is the same)::
 
-    MUJOCO_GL=egl python -m qam_lite.render RUN_DIR --out results/.../frames [--seed-index 0]
+    MUJOCO_GL=egl qam-lite render RUN_DIR --out results/.../frames [--seed-index 0]
 
 Rendering needs an OpenGL context without a display: ``MUJOCO_GL=egl`` (a GPU driver's EGL, or
 Mesa's on a CPU machine: Debian/Ubuntu ``apt-get install libegl1 libgl1-mesa-dri``) or
 ``MUJOCO_GL=osmesa`` (``libosmesa6``). The variable is read when MuJoCo is first imported, so set
-it before anything imports ``mujoco``/``ogbench``; :func:`main` sets ``egl`` when it is unset.
+it before anything imports ``mujoco``/``ogbench``; the command sets ``egl`` when it is unset.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import argparse
 import io
 import json
 import os
-import shlex
 import sys
 import time
 import warnings
@@ -473,11 +472,8 @@ def _reset(env):
     return env
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m qam_lite.render",
-        description="Render a successful and a failed evaluation episode of a trained run.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``qam-lite render`` arguments (the CLI calls this)."""
     p.add_argument("run_dir", help="run folder with checkpoint.npz (from `qam-lite train`)")
     p.add_argument("--out", required=True, help="folder for episodes.png/.json (and GIFs)")
     p.add_argument("--seed-index", type=int, default=0, help="which seed of the run (default 0)")
@@ -490,43 +486,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-shadows", action="store_true", help="faster with software rendering")
     p.add_argument("--max-steps", type=int, default=None, help="cap on episode length")
     p.add_argument("--workers", type=int, default=None, help="evaluation worker processes")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    # MuJoCo's GLFW binding warns on a headless machine, gymnasium about float64 bounds: harmless.
-    warnings.filterwarnings("ignore", module="glfw")
-    warnings.filterwarnings("ignore", message=".*precision lowered.*")
+def run_cli(args: argparse.Namespace) -> None:
+    """``qam-lite render``: :func:`render_run` with the command line's arguments, then a summary.
+
+    ``args`` comes from the ``qam-lite`` parser (``args.command_line`` is the provenance's
+    command); errors propagate for the CLI to report.
+    """
     default_gl()
-    command = "python -m qam_lite.render " + shlex.join(argv)
-    try:
-        prov = render_run(
-            args.run_dir,
-            args.out,
-            seed_index=args.seed_index,
-            eval_seed=args.eval_seed,
-            num_episodes=args.episodes,
-            num_frames=args.frames,
-            width=args.width,
-            height=args.height,
-            shadows=not args.no_shadows,
-            gif_frames=args.gif_frames,
-            max_steps=args.max_steps,
-            workers=args.workers,
-            command=command,
-        )
-    except (RenderUnavailable, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        from qam_lite.checkpoint import CheckpointError
-
-        if isinstance(err, CheckpointError):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+    prov = render_run(
+        args.run_dir,
+        args.out,
+        seed_index=args.seed_index,
+        eval_seed=args.eval_seed,
+        num_episodes=args.episodes,
+        num_frames=args.frames,
+        width=args.width,
+        height=args.height,
+        shadows=not args.no_shadows,
+        gif_frames=args.gif_frames,
+        max_steps=args.max_steps,
+        workers=args.workers,
+        command=args.command_line,
+    )
     shown = ", ".join(f"{k} (episode {v['index']})" for k, v in prov["episodes"].items())
     print(
         f"{prov['eval_success_rate']:.0%} of {prov['eval_episodes']} episodes solved; rendered "
@@ -535,7 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     if prov["missing"]:
         print(f"no {' or '.join(prov['missing'])} episode among {prov['eval_episodes']}")
     print(json.dumps(prov["files"]))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qam_lite.render ARGS``: the same as ``qam-lite render ARGS``."""
+    from qam_lite import cli
+
+    return cli.main(["render", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -9,3 +9,9 @@ import signal
 # a handled signal is reset to the default at exec, for its children.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# submitit sets up its logging when first imported, and that closes the handler absl installed
+# (absl comes with optax). Imported inside a test that captures output, the closed handler is
+# pytest's capture stream and the session crashes ("I/O operation on closed file"); imported
+# here, before any capture, it is harmless.
+import qam_lite.sweep  # noqa: E402, F401

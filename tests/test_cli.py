@@ -203,3 +203,27 @@ def test_disk_full_while_saving_is_a_sentence(capsys, data_dir, tmp_path, monkey
     assert "checkpoint.npz: no space left on the device" in msg
     assert "run the same command again" in msg
     assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("verb", ["render", "probe", "gradstats"])
+def test_analysis_verbs_have_help(capsys, verb):
+    with pytest.raises(SystemExit) as exit_:
+        main([verb, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: qam-lite {verb}" in capsys.readouterr().out
+
+
+def test_analysis_verbs_report_bad_input_in_one_line(capsys, tmp_path):
+    msg = run_error(capsys, ["render", str(tmp_path), "--out", str(tmp_path / "frames")])
+    assert msg.startswith("qam-lite render: error:") and "no checkpoint.npz" in msg
+    msg = run_error(capsys, ["probe", str(tmp_path), "--out", str(tmp_path / "p.npz")])
+    assert msg.startswith("qam-lite probe: error:") and "no checkpoint.npz" in msg
+    msg = run_error(capsys, ["gradstats", "--task", TASK, "--agents", "fql"])
+    assert msg.startswith("qam-lite gradstats: error:") and "accepted: some of qam, bam" in msg
+    msg = run_error(capsys, ["gradstats", "--task", TASK, "--set", "tua=1"])
+    assert "did you mean 'tau'" in msg
+    out = tmp_path / "gradstats"
+    argv = ["gradstats", "--task", TASK, "--dataset-dir", str(tmp_path), "--out", str(out)]
+    msg = run_error(capsys, argv)
+    assert "not found" in msg and "qam-lite generate cube-single-play-v0" in msg
+    assert not out.exists()  # the data are checked before anything is written

@@ -213,3 +213,24 @@ def test_bad_arguments_are_named():
     with pytest.raises(gs.GradStatsError, match="preset"):
         gs.build_configs(TASK, ["qam"], steps=10, seeds=1, preset="huge")
     assert gs.main(["--task", TASK, "--agents", "fql", "--out", "/nonexistent/x"]) == 2
+
+
+def test_module_main_is_the_cli_verb(monkeypatch):
+    """``python -m qam_lite.gradstats`` runs ``qam-lite gradstats``; the command is recorded as
+    qam-lite spells it."""
+    # No capsys here: the CLI imports submitit, whose logging set-up closes absl's handler (this
+    # module imports optax, hence absl), and that handler writes to pytest's capture.
+    seen = {}
+
+    def fake_run(configs, out, **kw):
+        seen.update(kw, configs=configs, out=out)
+        stats = {"norm_mean": 1.0, "noise_to_signal": 2.0, "cos_mean": 0.5}
+        return {"median_over_steps_and_seeds": {"qam": stats}, "seconds": {"qam": {"train": 1.0}}}
+
+    monkeypatch.setattr(gs, "run", fake_run)
+    argv = ["--task", TASK, "--agents", "qam", "--steps", "8", "--set", "tau=3", "--out", "o d"]
+    assert gs.main(argv) == 0
+    typed = f"qam-lite gradstats --task {TASK} --agents qam --steps 8 --set tau=3 --out 'o d'"
+    assert seen["command"] == typed
+    (c,) = seen["configs"]
+    assert (c.agent, c.offline_steps, c.tau, seen["out"]) == ("qam", 8, 3.0, "o d")

@@ -161,3 +161,24 @@ def test_probe_refuses_bad_inputs(tmp_path):
         probe.probe_runs([a, d], tmp_path / "p.npz", state_source="eval", num_states=1)
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint.npz"):
         probe.probe_runs([tmp_path], tmp_path / "p.npz", state_source="eval")
+
+
+def test_module_main_is_the_cli_verb(monkeypatch, capsys, tmp_path):
+    """``python -m qam_lite.probe`` runs ``qam-lite probe`` (the command recorded as qam-lite
+    spells it); a bad input is one line with exit code 2."""
+    seen = {}
+
+    def fake_probe_runs(run_dirs, out, **kw):
+        seen.update(kw, run_dirs=run_dirs)
+        return {"runs": [{"tau": 1.0, "success": [0.5, 0.25]}], "seconds": 2.0}
+
+    monkeypatch.setattr(probe, "probe_runs", fake_probe_runs)
+    assert probe.main(["a", "b", "--out", "p.npz", "--states", "eval"]) == 0
+    assert seen["command"] == "qam-lite probe a b --out p.npz --states eval"
+    assert seen["run_dirs"] == ["a", "b"] and seen["state_source"] == "eval"
+    assert "tau 1: 38 %" in capsys.readouterr().out
+    a = header_run(tmp_path / "a", 1.0)
+    monkeypatch.undo()
+    assert probe.main([str(a), "--out", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qam-lite probe: error:") and "ending in .npz" in err

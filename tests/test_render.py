@@ -194,3 +194,36 @@ def test_real_scene_renders_and_replays(tmp_path):
     assert res["steps"] == [0, 6, 12]
     assert res["std"] > 5  # a scene, not a blank image
     assert res["moved"] > 0  # the arm moved between the first and last frame
+
+
+def test_module_main_is_the_cli_verb(monkeypatch, capsys, tmp_path):
+    """``python -m qam_lite.render`` runs ``qam-lite render``: same exit codes, the command
+    recorded as qam-lite spells it, errors in one line."""
+    seen = {}
+
+    def fake_render_run(run_dir, out_dir, **kw):
+        seen.update(kw, run_dir=run_dir)
+        return {
+            "eval_success_rate": 0.5,
+            "eval_episodes": 2,
+            "episodes": {"success": {"index": 1}},
+            "seconds": 3.0,
+            "missing": ["failure"],
+            "files": ["episodes.png"],
+        }
+
+    monkeypatch.setattr(render, "render_run", fake_render_run)
+    out = str(tmp_path / "my frames")
+    assert render.main(["run", "--out", out, "--episodes", "2", "--no-shadows"]) == 0
+    assert seen["command"] == f"qam-lite render run --out '{out}' --episodes 2 --no-shadows"
+    assert seen["num_episodes"] == 2 and seen["shadows"] is False and seen["run_dir"] == "run"
+    printed = capsys.readouterr().out
+    assert "50% of 2 episodes solved" in printed and "no failure episode among 2" in printed
+
+    def unavailable(*args, **kw):
+        raise render.RenderUnavailable(f"cannot render; {render.INSTALL_HINT}")
+
+    monkeypatch.setattr(render, "render_run", unavailable)
+    assert render.main(["run", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qam-lite render: error: cannot render") and "Traceback" not in err
