@@ -140,12 +140,37 @@ def _cpu_table_spec() -> SweepSpec:
     )
 
 
+def _cpu_long_spec() -> SweepSpec:
+    # The scene tasks, where the paper's QAM is at 90 % / 80 % by its first evaluation (50K),
+    # at four times the cpu-table budget: what a laptop can run in about an hour.
+    return SweepSpec(
+        name="cpu-long",
+        tasks=["scene-play-singletask-task1-v0", "scene-play-singletask-task2-v0"],
+        agents=["qam", "fql", "bc"],
+        num_seeds=3,
+        preset="cpu-small",
+        overrides={
+            "offline_steps": 20_000,
+            "eval_interval": 5_000,
+            "eval_episodes": 10,
+            "checkpoint_interval": 5_000,
+        },
+        out="runs/cpu-long",
+    )
+
+
 #: Named specs: ``paper`` = the paper's offline protocol (10 domains x 5 tasks, every agent of
 #: the table, 12 seeds, 1M updates, 50 episodes every 50K; official data); ``cpu-demo`` = two
 #: cube-single tasks x QAM, BC at the CPU preset (locally generated data); ``cpu-table`` = the
 #: book's CPU-sized table (chapter 10): 3 scene / puzzle-3x3 tasks x QAM, FQL, BC, BAM x 3 seeds
-#: at the CPU preset (5K updates, 10 episodes per seed every 2.5K), on locally generated data.
-NAMED_SPECS = {"paper": _paper_spec, "cpu-demo": _cpu_demo_spec, "cpu-table": _cpu_table_spec}
+#: at the CPU preset (5K updates, 10 episodes per seed every 2.5K), on locally generated data;
+#: ``cpu-long`` = the two scene tasks x QAM, FQL, BC at 20K updates (every 5K).
+NAMED_SPECS = {
+    "paper": _paper_spec,
+    "cpu-demo": _cpu_demo_spec,
+    "cpu-table": _cpu_table_spec,
+    "cpu-long": _cpu_long_spec,
+}
 _SPEC_KEYS = {f.name for f in dataclasses.fields(SweepSpec)} - {"overrides"} | {"set"}
 
 
@@ -331,24 +356,26 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
 # Cost: device-hours from the measured benchmarks
 
 
-def _measured(results: Path) -> tuple[dict[str, list[dict]], float | None]:
-    """Update-throughput rows per device (``throughput-*.json``) and the best measured
-    evaluation rate in env-steps/s (``eval-throughput-*.json``)."""
+def _measured(results: Path) -> tuple[dict[str, list[dict]], float | None, float | None]:
+    """Update-throughput rows per device (``throughput-*.json``), the best measured evaluation
+    rate in env-steps/s and the best rate of one worker process (``eval-throughput-*.json``)."""
     rates = {}
     for path in sorted(results.glob("throughput-*.json")):
         try:
             rates[path.stem.removeprefix("throughput-")] = json.loads(path.read_text())["results"]
         except (OSError, ValueError, KeyError):
             continue
-    eval_rate = None
+    eval_rate = serial_rate = None
     for path in sorted(results.glob("eval-throughput-*.json")):
         try:
-            rows = json.loads(path.read_text())["results"]
+            rows = [r for r in json.loads(path.read_text())["results"] if r["version"] == "after"]
         except (OSError, ValueError, KeyError):
             continue
-        best = max((r["env_steps_per_second"] for r in rows if r["version"] == "after"), default=0)
+        best = max((r["env_steps_per_second"] for r in rows), default=0)
         eval_rate = max(eval_rate or 0.0, best) or None
-    return rates, eval_rate
+        one = max((r["env_steps_per_second"] for r in rows if r.get("workers") == 1), default=0)
+        serial_rate = max(serial_rate or 0.0, one) or None
+    return rates, eval_rate, serial_rate
 
 
 def _updates_per_second(rows: list[dict], config) -> tuple[float, str] | None:
@@ -390,13 +417,16 @@ def estimate(runs: Sequence[PlannedRun], results: Path) -> list[dict]:
     Updates at the measured rate for the config's network size and seeds; evaluations (every
     ``eval_interval``, each seed) at the best measured evaluation rate with every episode at its
     full length (an upper bound: solved episodes end early). Online steps are counted at the
-    offline update rate (optimistic: online updates are one per call).
+    offline update rate (optimistic: online updates are one per call), and their environment
+    steps (one per seed per online step) at the measured rate of *one* evaluation worker, since
+    the online loop steps its seeds' environments in its own process (``online_env_hours``: 0
+    without online steps, None when they remain but no rate is measured).
     """
-    rates, eval_rate = _measured(results)
+    rates, eval_rate, serial_rate = _measured(results)
     lengths: dict[str, int | None] = {}
     out = []
     for device, rows in rates.items():
-        hours, evals, unknown, notes = 0.0, 0.0, [], set()
+        hours, evals, env_steps, unknown, notes = 0.0, 0.0, 0, [], set()
         for run in runs:
             if run.status == "done":
                 continue
@@ -409,6 +439,9 @@ def estimate(runs: Sequence[PlannedRun], results: Path) -> list[dict]:
             notes.add(note)
             left = run.total_steps - run.step
             hours += left / ups / 3600
+            # `step` counts offline updates, then environment steps: the online steps left are
+            # the steps left, at most online_steps.
+            env_steps += min(left, c.online_steps) * c.num_seeds
             if eval_rate:
                 # Evaluations at every multiple of eval_interval after `step`, and at the end.
                 total, every = run.total_steps, c.eval_interval
@@ -417,12 +450,14 @@ def estimate(runs: Sequence[PlannedRun], results: Path) -> list[dict]:
                     lengths[run.task] = episode_length(run.task)
                 length = lengths[run.task] or 1000
                 evals += n_evals * c.num_seeds * c.eval_episodes * length / eval_rate / 3600
+        env_hours = env_steps / serial_rate / 3600 if serial_rate else None
         out.append(
             {
                 "device": device,
                 "update_hours": hours,
                 "eval_hours": evals if eval_rate else None,
-                "total_hours": hours + (evals if eval_rate else 0.0),
+                "online_env_hours": env_hours if env_steps else 0.0,
+                "total_hours": hours + (evals if eval_rate else 0.0) + (env_hours or 0.0),
                 "unmeasured_runs": unknown,
                 "notes": sorted(notes),
             }
@@ -450,6 +485,10 @@ def describe(spec: SweepSpec, runs: Sequence[PlannedRun], results: Path) -> str:
         lines.append(f"estimated cost: no benchmark results in {results} (run benchmarks/*.py)")
     for c in costs:
         evals = "eval not measured" if c["eval_hours"] is None else f"eval {c['eval_hours']:.1f}"
+        if c["online_env_hours"] is None:
+            evals += ", online env steps not measured"
+        elif c["online_env_hours"]:
+            evals += f", online env steps {c['online_env_hours']:.1f}"
         note = f"; rate {', '.join(c['notes'])}" if c["notes"] else ""
         lines.append(
             f"estimated cost on {c['device']}: {c['total_hours']:.1f} device-hours "

@@ -142,6 +142,52 @@ def test_dry_run_cost_from_benchmark_results(tmp_path, data_dir, capsys):
     assert not (tmp_path / "runs").exists()  # a dry run starts nothing
 
 
+def test_estimate_counts_online_environment_steps(tmp_path):
+    from qam_lite.config import make_config
+
+    results = tmp_path / "results"
+    results.mkdir()
+    row = {
+        "num_seeds": 2,
+        "actor_hidden": [16, 16],
+        "critic_hidden": [16, 16],
+        "batch_size": 16,
+        "updates_per_second": 100.0,
+        "seed_updates_per_second": 200.0,
+    }
+    (results / "throughput-testdev.json").write_text(json.dumps({"results": [row]}))
+    small = dict(actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=16, num_seeds=2)
+    online = make_config(TASKS[0], offline_steps=360_000, online_steps=360_000, **small)
+    offline = make_config(TASKS[1], offline_steps=360_000, **small)
+    runs = [
+        sweep.PlannedRun(TASKS[0], "qam", online, tmp_path / "a", "new", 0),
+        sweep.PlannedRun(TASKS[0], "bc", online, tmp_path / "b", "partial", 540_000),
+        sweep.PlannedRun(TASKS[1], "qam", offline, tmp_path / "c", "new", 0),
+    ]
+    (cost,) = sweep.estimate(runs, results)
+    # No evaluation rate measured: the environment steps left cannot be priced.
+    assert cost["eval_hours"] is None and cost["online_env_hours"] is None
+    rows = [
+        {"version": "after", "workers": 1, "env_steps_per_second": 200.0},
+        {"version": "after", "workers": 2, "env_steps_per_second": 300.0},
+        {"version": "before", "workers": 1, "env_steps_per_second": 900.0},
+    ]
+    (results / "eval-throughput-2cpu.json").write_text(json.dumps({"results": rows}))
+    (cost,) = sweep.estimate(runs, results)
+    # Environment steps: 360K online steps x 2 seeds for the new run, the 180K left of the
+    # partial one x 2, none for the offline run: 1.08M steps at one worker's 200 per s = 1.5 h
+    # (the online loop steps its environments in its own process; evaluations use 300 per s).
+    assert cost["online_env_hours"] == pytest.approx(1.5)
+    # Updates: 720K + 180K + 360K steps at 100 per s = 3.5 h.
+    assert cost["update_hours"] == pytest.approx(3.5)
+    assert cost["total_hours"] == pytest.approx(3.5 + cost["eval_hours"] + 1.5)
+    text = sweep.describe(sweep.load_spec("cpu-demo"), runs, results)
+    assert ", online env steps 1.5" in text
+    (cost,) = sweep.estimate(runs[2:], results)
+    assert cost["online_env_hours"] == 0.0
+    assert "online env" not in sweep.describe(sweep.load_spec("cpu-demo"), runs[2:], results)
+
+
 def test_slurm_submission_with_a_stand_in_sbatch(tmp_path, data_dir, monkeypatch, capsys):
     """Where `sbatch` exists, the sweep is submitted as job arrays of at most --array-size with
     the requested partition, time, GPUs and array parallelism (a stand-in sbatch records the
