@@ -36,6 +36,7 @@ import gzip
 import io
 import json
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -637,6 +638,79 @@ def pivot(cells: Sequence[Cell], step: int | None = None) -> dict[tuple[str, str
     return {k: picked[k] for k in sorted(picked, key=order)}
 
 
+def verdict(diff: float, half: float | None) -> str:
+    """What a difference ``reference - other`` with its 95 % half-width says: ``'above'`` or
+    ``'below'`` when the interval excludes 0, ``'not separated'`` when it does not, ``'one seed'``
+    when there is no interval (either side has a single seed)."""
+    if half is None:
+        return "one seed"
+    return "above" if diff - half > 0 else ("below" if diff + half < 0 else "not separated")
+
+
+def ranking(
+    cells: Sequence[Cell],
+    reference: str = "qam",
+    others: Sequence[str] | None = None,
+    step: int | None = None,
+) -> dict[tuple[str, str], dict[str, tuple[float, float | None, str]]]:
+    """The reference agent against each other agent, row by row: ``{(level, key): {other:
+    (mean difference, 95 % Welch half-width or None, verdict)}}`` from the per-seed success of
+    the two cells (:func:`difference`, :func:`verdict`) at ``step`` (None: the last step the two
+    agents share in that row, so that both had the same budget). Rows without the reference, or
+    without an ``other`` at a shared step, have no entry for it; ``others`` defaults to every
+    other agent in ``cells``."""
+    at: dict[tuple[str, str, str], dict[int, Cell]] = defaultdict(dict)
+    for c in cells:
+        at[c.level, c.key, c.agent][c.step] = c
+    rows = pivot(cells)  # for the table's row order
+    if others is None:
+        others = sorted({a for r in rows.values() for a in r} - {reference})
+    out: dict[tuple[str, str], dict[str, tuple[float, float | None, str]]] = {}
+    for level, key in rows:
+        ref = at.get((level, key, reference), {})
+        found = {}
+        for other in others:
+            theirs = at.get((level, key, other), {})
+            shared = set(ref) & set(theirs) if step is None else set(ref) & set(theirs) & {step}
+            if not shared:
+                continue
+            s = max(shared)
+            d, h = difference(list(ref[s].per_seed.values()), list(theirs[s].per_seed.values()))
+            found[other] = (d, h, verdict(d, h))
+        if found:
+            out[level, key] = found
+    return out
+
+
+def ranking_markdown(
+    cells: Sequence[Cell],
+    reference: str = "qam",
+    others: Sequence[str] | None = None,
+    step: int | None = None,
+) -> str:
+    """:func:`ranking` as a table: one row per task / domain / ``all``, one column per other
+    agent, ``difference ± half-width (verdict)`` in success points (x 100)."""
+    ranks = ranking(cells, reference, others, step)
+    if others is None:
+        others = sorted({o for r in ranks.values() for o in r})
+    head = ["task / domain", *(f"{reference} - {o}" for o in others)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * len(others)]
+    for (level, key), found in ranks.items():
+        row = [key if level == "task" else f"**{key}**"]
+        for o in others:
+            if o not in found:
+                row.append("—")
+                continue
+            d, h, v = found[o]
+            row.append(f"{d:+.1f}" + ("" if h is None else f" ± {h:.1f}") + f" ({v})")
+        lines.append("| " + " | ".join(row) + " |")
+    note = (
+        f"Difference of mean success (x 100) with its 95 % Welch interval over the seeds of the "
+        f"two agents; 'above'/'below': the interval excludes 0 ({reference} above / below)."
+    )
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
 def to_wide_markdown(
     cells: Sequence[Cell], step: int | None = None, paper_steps: Sequence[int] = ()
 ) -> str:
@@ -744,14 +818,15 @@ def plot_task(
     ax.set_ylim(-2, 102)
     ax.set_title(task, fontsize=9)
     if logx:
-        from matplotlib.ticker import FuncFormatter
-
         from qam_lite.plotting import log_axis
 
         log_axis(ax, "x")
-        ax.xaxis.set_major_formatter(
-            FuncFormatter(lambda v, _: step_text(int(round(v))) if v >= 1000 else f"{v:g}")
-        )
+    from matplotlib.ticker import FuncFormatter
+
+    def tick(v, _):  # "7.5K" rather than "7500": long tick labels run into each other
+        return f"{v / 1e6:g}M" if v >= 1e6 else (f"{v / 1e3:g}K" if v >= 1e3 else f"{v:g}")
+
+    ax.xaxis.set_major_formatter(FuncFormatter(tick))
     ax.legend(fontsize=7)
 
 
@@ -761,7 +836,8 @@ def plot_curves(
     """One figure per task (:func:`plot_task`) written to ``out_dir``. Returns the files."""
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules:  # keep a notebook's (inline) backend
+        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     from qam_lite.plotting import subplots
@@ -811,6 +887,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="STEP",
         help="also the paper's own table at STEP (1e6: end of offline, 1.5e6: end of online): "
         "its 17 methods x 10 domains and all, from the packaged data; no runs needed",
+    )
+    p.add_argument(
+        "--vs",
+        metavar="AGENT",
+        help="also rank AGENT against every other agent: the difference of mean success per "
+        "row with its 95 %% Welch interval, and whether it excludes 0 (e.g. --vs qam)",
     )
     p.add_argument("--out", help="folder for table.md/.csv/.tex and curves/ (default: print)")
     p.add_argument("--figures", action="store_true", help="learning curves per task (needs --out)")
@@ -892,6 +974,13 @@ def run_cli(args: argparse.Namespace) -> None:
     }
     for fmt in args.format:
         _emit(out, FILENAMES[fmt], writers[fmt](cells))
+    if args.vs:
+        agents = sorted({c.agent for c in cells})
+        if args.vs not in agents:
+            raise TableError(
+                f"--vs {args.vs}: no runs of that agent; accepted: {', '.join(agents)}"
+            )
+        _emit(out, "ranking.md", ranking_markdown(cells, args.vs))
     if args.figures:
         files = plot_curves(runs, out / "curves", logx=args.logx)
         print(f"wrote {len(files)} figure(s) in {out / 'curves'}")

@@ -198,3 +198,31 @@ def test_difference_and_wide_table(runs_dir, capsys):
     assert "(paper, 50K)" in capsys.readouterr().out
     assert main(["table"]) == 2
     assert "--paper STEP" in capsys.readouterr().err
+
+
+def test_ranking_compares_agents_at_a_shared_step(tmp_path, capsys):
+    root = tmp_path / "runs"
+    # QAM has a later evaluation than BC: the ranking uses the last step both have (20K).
+    qam = [(20000, s, v) for s, v in enumerate((0.6, 0.7, 0.8))] + [(30000, 0, 0.0)]
+    write_run(root / "qam", T1, "qam", qam)
+    write_run(root / "bc", T1, "bc", [(20000, s, v) for s, v in enumerate((0.1, 0.2, 0.3))])
+    write_run(root / "fql", T1, "fql", [(20000, s, v) for s, v in enumerate((0.5, 0.9, 0.7))])
+    write_run(root / "one", T2, "qam", [(20000, 0, 0.5)])
+    write_run(root / "one-bc", T2, "bc", [(20000, 0, 0.1)])
+    cells = table.build(table.find_runs([root]), "ours")
+    ranks = table.ranking(cells, "qam")
+    # Equal spread on both sides: Welch's df = 4, t = 2.776, se = sqrt(2 * 100 / 3) points.
+    d, h, v = ranks["task", T1]["bc"]
+    assert d == pytest.approx(50.0) and h == pytest.approx(2.776 * (200 / 3) ** 0.5)
+    assert v == "above"
+    assert ranks["task", T1]["fql"][2] == "not separated"
+    assert ranks["task", T2]["bc"] == (pytest.approx(40.0), None, "one seed")
+    assert table.verdict(-5.0, 1.0) == "below"
+    assert table.ranking(cells, "qam", step=10000) == {}
+    md = table.ranking_markdown(cells, "qam", ["fql", "bc"])
+    assert md.splitlines()[0] == "| task / domain | qam - fql | qam - bc |"
+    assert f"| {T1} | +0.0 ± " in md and "(above)" in md
+    assert main(["table", str(root), "--steps", "ours", "--vs", "qam"]) == 0
+    assert "| task / domain | qam - bc | qam - fql |" in capsys.readouterr().out
+    assert main(["table", str(root), "--steps", "ours", "--vs", "bam"]) == 2
+    assert "--vs bam: no runs of that agent; accepted: bc, fql, qam" in capsys.readouterr().err
