@@ -115,19 +115,23 @@ def test_bad_input_names_what_is_accepted(tmp_path, data_dir, capsys, monkeypatc
     assert "unknown key(s) taskz" in err and "tasks" in err
 
 
-def test_dry_run_cost_from_benchmark_results(tmp_path, data_dir, capsys):
-    results = tmp_path / "results"
-    results.mkdir()
+def write_throughput(results, num_seeds, updates_per_second):
+    """A ``throughput-testdev.json`` with one measured row for 2x16 networks, batch 16."""
     row = {
-        "size": "tiny",
-        "num_seeds": 1,
+        "num_seeds": num_seeds,
         "actor_hidden": [16, 16],
         "critic_hidden": [16, 16],
         "batch_size": 16,
-        "updates_per_second": 100.0,
-        "seed_updates_per_second": 100.0,
+        "updates_per_second": updates_per_second,
+        "seed_updates_per_second": updates_per_second * num_seeds,
     }
     (results / "throughput-testdev.json").write_text(json.dumps({"results": [row]}))
+
+
+def test_dry_run_cost_from_benchmark_results(tmp_path, data_dir, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    write_throughput(results, num_seeds=1, updates_per_second=100.0)
     evals = {"results": [{"version": "after", "workers": 2, "env_steps_per_second": 200.0}]}
     (results / "eval-throughput-2cpu.json").write_text(json.dumps(evals))
     argv = tiny_args(data_dir, tmp_path / "runs", "--set", "offline_steps=360000")
@@ -147,15 +151,7 @@ def test_estimate_counts_online_environment_steps(tmp_path):
 
     results = tmp_path / "results"
     results.mkdir()
-    row = {
-        "num_seeds": 2,
-        "actor_hidden": [16, 16],
-        "critic_hidden": [16, 16],
-        "batch_size": 16,
-        "updates_per_second": 100.0,
-        "seed_updates_per_second": 200.0,
-    }
-    (results / "throughput-testdev.json").write_text(json.dumps({"results": [row]}))
+    write_throughput(results, num_seeds=2, updates_per_second=100.0)
     small = dict(actor_hidden=(16, 16), critic_hidden=(16, 16), batch_size=16, num_seeds=2)
     online = make_config(TASKS[0], offline_steps=360_000, online_steps=360_000, **small)
     offline = make_config(TASKS[1], offline_steps=360_000, **small)
