@@ -1,10 +1,10 @@
 """Evaluation throughput: environment steps/s with 1, 2, 4, ... worker processes, before/after.
 
-*Before* is the previous evaluation loop (every episode stepped one step at a time in this
-process, kept below as ``lockstep_evaluate``); *after* is :func:`qam_lite.evaluate.evaluate`
-with its environments in ``W`` worker processes (``W = 1``: in this process). Both run the same
-untrained QAM policy at the chosen network size (one batched policy call per chunk) on the same
-episodes, in the same process run, so the numbers are side by side.
+*Before* is the previous evaluation loop (every episode stepped one step at a time in this process,
+kept below as ``lockstep_evaluate``); *after* is :func:`qam_lite.training.evaluate.evaluate` with
+its environments in ``W`` worker processes (``W = 1``: in this process). Both run the same untrained
+QAM policy at the chosen network size (one batched policy call per chunk) on the same episodes, in
+the same process run, so the numbers are side by side.
 
 It also reports the share of a paper-protocol run spent evaluating (50 episodes every 50K
 updates) from the update rate measured by ``benchmarks/throughput.py`` on each device found in
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qam_lite.envpool import available_cpus, make_env, reset_env
+from qam_lite.training.envpool import available_cpus, make_env, reset_env
 
 # JAX and the agents are imported inside the functions: evaluation workers are started with
 # `spawn`, which re-runs this script's top level in every worker.
@@ -47,7 +47,7 @@ def lockstep_evaluate(act, state, envs, n: int, seed: int, max_steps: int | None
     import jax
     import jax.numpy as jnp
 
-    from qam_lite.evaluate import episode_seed
+    from qam_lite.training.evaluate import episode_seed
 
     action_dim = int(np.prod(envs[0].action_space.shape))
     obs = np.stack([reset_env(env, episode_seed(seed, i))[0] for i, env in enumerate(envs[:n])])
@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from qam_lite import logs
     from qam_lite.agents import make_agent
-    from qam_lite.config import make_config
-    from qam_lite.evaluate import evaluate, make_envs
+    from qam_lite.training import logs
+    from qam_lite.training.evaluate import evaluate, make_envs
+    from qam_lite.training.settings import make_config
 
     cpus = available_cpus()
     probe = make_env(args.task)

@@ -37,13 +37,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flops import flops_per_update  # benchmarks/flops.py, beside this script
 
-from qam_lite import logs
 from qam_lite.agents import make_agent
 from qam_lite.chunks import to_device
-from qam_lite.config import make_config
-from qam_lite.rundir import init_states, step_keys
-from qam_lite.update import flops_per_update, make_multi_update
+from qam_lite.training import logs
+from qam_lite.training.settings import make_config
+from qam_lite.training.update import init_states, make_multi_update, step_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 OBS_DIM, ACTION_DIM = 40, 5

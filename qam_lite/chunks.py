@@ -1,6 +1,6 @@
 """Action-chunk sampling from an offline dataset, on the accelerator, inside the compiled update.
 
-A chunk of horizon ``H`` starting at transition ``i`` of a ``qam_lite.datasets.load`` dataset::
+A chunk of horizon ``H`` starting at transition ``i`` of a ``qam_lite.data.datasets.load`` dataset::
 
     observations        s_i
     actions             a_i .. a_{i+H-1} flattened to (H * act_dim,)
@@ -94,7 +94,7 @@ def chunks_at(data: dict, idxs: jax.Array, horizon: int, gamma: float, size=None
 def chunks_from(take, idxs: jax.Array, horizon: int, gamma: float, last) -> dict:
     """:func:`chunks_at` over any row store: ``take(key, rows)`` gathers rows of column ``key``
     (``episode_end`` included); ``last`` is the last row that may be read (an episode still
-    running ends there). ``qam_lite.replay`` uses it on the dataset joined with online rows."""
+    running ends there). ``qam_lite.data.replay`` uses it on the dataset joined with online rows."""
     idxs = jnp.asarray(idxs, jnp.int32)
     steps = jnp.arange(horizon, dtype=jnp.int32)
     end = jnp.minimum(take("episode_end", idxs), last)  # (B,)

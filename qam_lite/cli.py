@@ -20,8 +20,9 @@ import argparse
 import contextlib
 import shlex
 import sys
-import warnings
 from pathlib import Path
+
+from qam_lite.data.datasets import quiet_env_warnings  # numpy only: no JAX for --help
 
 
 class UserError(Exception):
@@ -31,21 +32,21 @@ class UserError(Exception):
 def _book(args: argparse.Namespace) -> None:
     import os
 
-    from qam_lite import book
+    from qam_lite.book import build, site, sync
 
     if args.sync:
-        changed = book.sync()
+        changed = sync.sync()
         print(f"synced {len(changed)} chapter(s)")
         return
     from qam_lite.atomic import WriteError
 
     try:
-        run = book.build(Path(args.out), quick_mode=args.quick, only=args.only, force=args.force)
+        run = build.build(Path(args.out), quick_mode=args.quick, only=args.only, force=args.force)
     except (ValueError, WriteError) as err:  # no chapter matches; disk full, read-only --out
         raise UserError(str(err)) from err
-    except book.ChapterFailed as err:
+    except build.ChapterFailed as err:
         raise UserError(f"{err}\nfix it and run the same command again") from err
-    except book.Interrupted as err:
+    except build.Interrupted as err:
         print(f"qam-lite book: {err}")
         raise
     print(f"book: {run.summary()}")
@@ -59,13 +60,13 @@ def _book(args: argparse.Namespace) -> None:
         return
     theme = args.theme or os.environ.get("QAM_LITE_BOOK_THEME") or None
     try:
-        index = book.build_site(
+        index = site.build_site(
             Path(args.out),
             quick_mode=args.quick,
             theme=Path(theme) if theme else None,
             force=args.force,
         )
-    except book.SiteError as err:
+    except site.SiteError as err:
         if args.site:
             raise UserError(f"site not built: {err}") from err
         print(
@@ -81,12 +82,12 @@ def user_errors():
     """Turn every error class a user can fix (task, config, data, checkpoint, divergence) into a
     one-line :class:`UserError`; the one place the CLI maps library errors."""
     from qam_lite.atomic import WriteError
-    from qam_lite.checkpoint import CheckpointError
     from qam_lite.config import ConfigError
-    from qam_lite.datasets import DataError
-    from qam_lite.rundir import RunFolderError, RunMismatch
-    from qam_lite.tasks import TaskError
-    from qam_lite.train import TrainingDiverged
+    from qam_lite.data.datasets import DataError
+    from qam_lite.data.tasks import TaskError
+    from qam_lite.training.checkpoint import CheckpointError
+    from qam_lite.training.rundir import RunFolderError, RunMismatch
+    from qam_lite.training.train import TrainingDiverged
 
     try:
         yield
@@ -102,7 +103,7 @@ def user_errors():
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from qam_lite.generate import generate
+    from qam_lite.data.generate import generate
 
     with user_errors():
         paths = generate(
@@ -119,25 +120,18 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def make_train_config(args: argparse.Namespace):
-    """The run's Config from a ``train`` command line: task defaults, preset, then ``--set``."""
-    from qam_lite.config import PRESETS, make_config, parse_overrides
-    from qam_lite.tasks import parse_task
+    """The run's Config from a ``train`` command line (:func:`~qam_lite.training.settings.resolve`:
+    the task's published values, ``--preset``, then ``--set``)."""
+    from qam_lite.training.settings import resolve
 
-    task = parse_task(args.task)
-    overrides = dict(PRESETS[args.preset]) if args.preset else {}
-    overrides.update(parse_overrides(args.set or []))
-    for key, where in (("task", "the first argument: qam-lite train TASK"), ("agent", "--agent")):
-        if key in overrides:
-            raise UserError(f"--set {key}=... is not accepted; give the {key} with {where}")
+    fields = {"download": True} if args.download else {}
     if args.dataset_dir is not None:
-        overrides["dataset_dir"] = str(Path(args.dataset_dir).expanduser().resolve())
-    if args.download:
-        overrides["download"] = True
-    return make_config(task.name, args.agent, **overrides)
+        fields["dataset_dir"] = args.dataset_dir
+    return resolve(args.task, args.agent, args.preset, args.set or [], **fields)
 
 
 def _train(args: argparse.Namespace) -> None:
-    from qam_lite import train
+    from qam_lite.training import train
 
     with user_errors():
         config = make_train_config(args)
@@ -157,16 +151,16 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _run_name(config, preset: str | None) -> str:
-    from qam_lite.tasks import parse_task
+    from qam_lite.data.tasks import parse_task
 
     name = f"{parse_task(config.task).name}-{config.agent}-seed{config.seed}"
     return f"{name}-{preset}" if preset else name
 
 
 def _generate_if_missing(config, episodes: int) -> None:
-    from qam_lite import datasets
-    from qam_lite.generate import generate
-    from qam_lite.tasks import parse_task
+    from qam_lite.data import datasets
+    from qam_lite.data.generate import generate
+    from qam_lite.data.tasks import parse_task
 
     train_path, val_path = datasets.dataset_paths(config.task, config.dataset_dir)
     if train_path.exists() and val_path.exists():
@@ -178,7 +172,7 @@ def _generate_if_missing(config, episodes: int) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from qam_lite.evaluate import evaluate_run
+    from qam_lite.training.evaluate import evaluate_run
 
     with user_errors():
         if not Path(args.run_dir).is_dir():
@@ -204,38 +198,32 @@ def _non_negative_int(text: str) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from qam_lite import sweep
+    from qam_lite.experiments import sweep
+    from qam_lite.experiments.plan import SweepError
 
     with user_errors():
         try:
             failed = sweep.run_cli(args)
-        except sweep.SweepError as err:
+        except SweepError as err:
             raise UserError(str(err)) from err
     if failed:
         raise UserError(f"{failed} job(s) failed; their stderr.log says why")
 
 
 def _table(args: argparse.Namespace) -> None:
-    from qam_lite import table
+    from qam_lite.experiments import table
+    from qam_lite.experiments.paper import TableError
 
     with user_errors():
         try:
             table.run_cli(args)
-        except table.TableError as err:
+        except TableError as err:
             raise UserError(str(err)) from err
 
 
-def quiet_env_warnings() -> None:
-    """Hide two harmless warnings of making OGBench environments: MuJoCo's GLFW binding on a
-    machine without a display, and gymnasium's about float64 bounds ("precision lowered")."""
-    warnings.filterwarnings("ignore", module="glfw")
-    warnings.filterwarnings("ignore", message=".*precision lowered.*")
-
-
 def _render(args: argparse.Namespace) -> None:
-    from qam_lite import render
+    from qam_lite.experiments import render
 
-    quiet_env_warnings()
     with user_errors():
         try:
             render.run_cli(args)
@@ -246,9 +234,8 @@ def _render(args: argparse.Namespace) -> None:
 
 
 def _probe(args: argparse.Namespace) -> None:
-    from qam_lite import probe
+    from qam_lite.experiments import probe
 
-    quiet_env_warnings()
     with user_errors():
         try:
             probe.run_cli(args)
@@ -259,9 +246,8 @@ def _probe(args: argparse.Namespace) -> None:
 
 
 def _gradstats(args: argparse.Namespace) -> None:
-    from qam_lite import gradstats
+    from qam_lite.experiments import gradstats
 
-    quiet_env_warnings()
     with user_errors():
         try:
             gradstats.run_cli(args)
@@ -326,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_generate)
 
-    from qam_lite.config import AGENTS, PRESETS
+    from qam_lite.config import AGENTS
+    from qam_lite.training.settings import PRESETS
 
     p = verbs.add_parser(
         "train", help="train an agent offline (then online with --set online_steps=N)"
@@ -368,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=10_000, help="evaluation seed")
     p.set_defaults(func=_evaluate)
 
-    from qam_lite import sweep, table
+    from qam_lite.experiments import sweep, table
 
     p = verbs.add_parser("sweep", help="run tasks x agents x seeds (local processes or SLURM)")
     sweep.add_arguments(p)
@@ -378,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_arguments(p)
     p.set_defaults(func=_table)
 
-    from qam_lite import gradstats, probe, render
+    from qam_lite.experiments import gradstats, probe, render
 
     for verb, module, func, about in (
         ("render", render, _render, "frames of a solved and an unsolved evaluation episode"),
@@ -395,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``qam-lite argv`` (default: this process's arguments); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    quiet_env_warnings()
     # The command as the qam-lite CLI spells it, for the verbs that record it as provenance
-    # (`python -m qam_lite.render ...` comes here too, as `qam-lite render ...`).
+    # (`python -m qam_lite render ...` comes here too, as `qam-lite render ...`).
     args.command_line = shlex.join(["qam-lite", *argv])
     try:
         args.func(args)
@@ -407,7 +395,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qam-lite {args.verb}: interrupted; run the same command again to resume.")
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

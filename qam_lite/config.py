@@ -1,11 +1,11 @@
-"""Every hyperparameter of a run in one frozen dataclass, with the paper's per-domain settings.
+"""Every hyperparameter of a run in one frozen dataclass.
 
 CleanRL style: :class:`Config` is the single place a run's knobs live; the agents, the training
-loop, the logs and the checkpoints all read the same object. :func:`make_config` fills in the
-domain's settings from :data:`DOMAINS` (the authors' public configuration, DESIGN.md "Per-domain
-settings") and then applies overrides; :func:`parse_overrides` turns ``key=value`` strings from the
-command line into typed values; :func:`validate` rejects bad values with a message that names the
-field, the value and what is accepted.
+loop, the logs and the checkpoints all read the same object. :func:`parse_overrides` turns
+``key=value`` strings from the command line into typed values; :func:`validate` rejects bad values
+with a message that names the field, the value and what is accepted. The paper's per-domain values
+and the presets are filled in by :func:`qam_lite.training.settings.resolve` (the one place a run's
+settings are resolved); this module knows no task or domain, so the agents can import it alone.
 """
 
 from __future__ import annotations
@@ -16,116 +16,13 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
-
-from qam_lite.tasks import TaskError, parse_task
+from typing import Any
 
 AGENTS = ("qam", "bc", "fql", "bam", "qam-e", "qam-f")
 
 
 class ConfigError(ValueError):
     """A bad hyperparameter: the message names the field, the value and the accepted values."""
-
-
-class DomainSettings(NamedTuple):
-    """One domain's row of :data:`DOMAINS`: shared settings, then each agent's own values."""
-
-    horizon: int  # action-chunk length H
-    gamma: float
-    rho: float  # pessimism: subtract rho * ensemble std in the critic target
-    sparse_reward: bool  # r' = -1[r != 0]
-    qam_tau: float  # QAM inverse temperature
-    fql_alpha: float  # FQL distillation weight
-    bam_tau: float  # BAM inverse temperature (its own tuning)
-    qam_e_tau: float  # QAM-E: QAM's inverse temperature ...
-    qam_e_edit_scale: float  # ... and the edit size (0: no edit policy, the agent is QAM)
-    qam_f_tau: float  # QAM-F: QAM's inverse temperature ...
-    qam_f_alpha: float  # ... and the one-step distillation weight (0: no one-step policy, QAM)
-
-
-# The authors' public configuration (ColinQiyangLi/qam experiments/reproduce.py: the QAM, FQL, BAM,
-# QAM_EDIT and QAM_FQL entries; H, gamma and rho from its common arguments).
-_D = DomainSettings
-# fmt: off
-#: The paper's per-domain settings of every agent, keyed by domain.
-DOMAINS: dict[str, DomainSettings] = {
-    #                                 H  gamma  rho  sparse QAM FQL   BAM QAM-E     QAM-F
-    #                                                       tau alpha tau tau  edit tau  alpha
-    "antmaze-large-navigate":       _D(1, 0.99,  0.5, False, 10, 3,   30, 1,   0.1, 3,   30),
-    "antmaze-giant-navigate":       _D(1, 0.995, 0.5, False, 3,  3,   30, 10,  0.1, 3,   30),
-    "humanoidmaze-medium-navigate": _D(1, 0.995, 0.0, False, 3,  30,  10, 3,   0.1, 1,   30),
-    "humanoidmaze-large-navigate":  _D(1, 0.995, 0.0, False, 3,  30,  30, 3,   0.1, 0.3, 30),
-    "cube-double-play":             _D(5, 0.99,  0.5, False, 1,  300, 10, 1,   0.0, 1,   0),
-    "cube-triple-play":             _D(5, 0.99,  0.5, False, 3,  30,  30, 3,   0.1, 10,  300),
-    "cube-quadruple-play":          _D(5, 0.99,  0.5, False, 1,  100, 10, 3,   0.1, 0.3, 30),
-    "scene-play":                   _D(5, 0.99,  0.5, True,  1,  300, 10, 1,   0.0, 1,   300),
-    "puzzle-3x3-play":              _D(5, 0.99,  0.5, True,  3,  300, 10, 1,   0.1, 3,   0),
-    "puzzle-4x4-play":              _D(5, 0.99,  0.5, True,  30, 1,   30, 0.1, 0.9, 3,   3),
-}
-# fmt: on
-
-#: Settings for the locally generable domains the paper did not run (``cube-single-play``,
-#: ``pointmaze-*-navigate``): NOT paper settings, just the closest paper domain's values
-#: (cube-double for cube-single, antmaze-large for the point mazes) so small CPU tasks run.
-EXTRA_DOMAINS: dict[str, DomainSettings] = {
-    "cube-single-play": DOMAINS["cube-double-play"],
-    "pointmaze-medium-navigate": DOMAINS["antmaze-large-navigate"],
-    "pointmaze-large-navigate": DOMAINS["antmaze-large-navigate"],
-    "pointmaze-giant-navigate": DOMAINS["antmaze-large-navigate"],
-    "pointmaze-teleport-navigate": DOMAINS["antmaze-large-navigate"],
-}
-
-#: Which :class:`Config` field each agent takes from which :class:`DomainSettings` column. Every
-#: agent also takes ``horizon``, ``gamma``, ``rho`` and ``sparse_reward``; an agent's ``tau`` /
-#: ``alpha`` default to QAM's / FQL's column where the agent does not read them.
-AGENT_COLUMNS: dict[str, dict[str, str]] = {
-    "qam": {"tau": "qam_tau"},
-    "bc": {},
-    "fql": {"alpha": "fql_alpha"},
-    "bam": {"tau": "bam_tau"},
-    "qam-e": {"tau": "qam_e_tau", "edit_scale": "qam_e_edit_scale"},
-    "qam-f": {"tau": "qam_f_tau", "alpha": "qam_f_alpha"},
-}
-
-#: Per-agent defaults that do not depend on the domain: the published FQL uses plain Adam.
-AGENT_DEFAULTS: dict[str, dict[str, Any]] = {"fql": {"grad_clip": None}}
-
-
-def domain_settings(task: str) -> DomainSettings:
-    """The paper's :class:`DomainSettings` for ``task``'s domain (see :data:`EXTRA_DOMAINS`).
-
-    ``task`` is any name :func:`qam_lite.tasks.parse_task` accepts; the sparse-reward flag follows
-    the task's reward convention.
-    """
-    try:
-        parsed = parse_task(task)
-    except TaskError as err:
-        raise ConfigError(f"task={task!r}: {err}") from None
-    table = {**DOMAINS, **EXTRA_DOMAINS}
-    if parsed.domain not in table:
-        raise ConfigError(
-            f"task={task!r}: no hyperparameters for domain {parsed.domain!r}; accepted domains: "
-            f"{', '.join(table)}"
-        )
-    return table[parsed.domain]._replace(sparse_reward=parsed.reward == "sparse")
-
-
-#: Named bundles of ``--set`` overrides. ``cpu-small``: small networks and a short schedule that
-#: train and evaluate on a 2-core CPU in a few minutes (not the paper's settings).
-PRESETS: dict[str, dict] = {
-    "cpu-small": {
-        "actor_hidden": (128, 128),
-        "critic_hidden": (128, 128),
-        "batch_size": 128,
-        "offline_steps": 10_000,
-        "eval_interval": 2_500,
-        "eval_episodes": 10,
-        "log_interval": 500,
-        "updates_per_call": 500,
-        "checkpoint_interval": 2_500,
-    },
-    "paper": {},
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,14 +74,9 @@ class Config:
     dataset_dir: str | None = None  # None -> OGBench's default (~/.ogbench/data)
     download: bool = False  # allow OGBench to download a missing dataset
 
-    @property
-    def domain(self) -> str:
-        """The task's OGBench domain, e.g. ``'cube-double-play'``."""
-        return parse_task(self.task).domain
-
     def replace(self, **changes: Any) -> Config:
         """A validated copy with ``changes`` applied."""
-        _check_keys(changes)
+        check_keys(changes)
         return validate(dataclasses.replace(self, **changes))
 
 
@@ -196,45 +88,20 @@ _HINTS = typing.get_type_hints(Config)
 _SYNONYMS = {"learning_rate": "lr", "discount": "gamma", "horizon_length": "horizon"}
 
 
-def _suggest(name: str, options: Iterable[str]) -> str:
+def suggest(name: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
     if name in _SYNONYMS and _SYNONYMS[name] in options:
         close = [_SYNONYMS[name]]
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _check_keys(keys: Iterable[str]) -> None:
+def check_keys(keys: Iterable[str]) -> None:
     for key in keys:
         if key not in FIELDS:
             raise ConfigError(
-                f"unknown hyperparameter {key!r}{_suggest(key, FIELDS)} "
+                f"unknown hyperparameter {key!r}{suggest(key, FIELDS)} "
                 f"(accepted: {', '.join(FIELDS)})"
             )
-
-
-def make_config(task: str, agent: str = "qam", **overrides: Any) -> Config:
-    """The config for ``task``: domain settings from :data:`DOMAINS`, then ``overrides``.
-
-    >>> make_config("puzzle-3x3-play-singletask-task1-v0", tau=10).tau
-    10
-    """
-    _check_keys(overrides)
-    if agent not in AGENT_COLUMNS:
-        raise ConfigError(
-            f"agent={agent!r} is unknown; accepted: {', '.join(AGENTS)}" + _suggest(agent, AGENTS)
-        )
-    row = domain_settings(task)
-    base: dict[str, Any] = {
-        "horizon": row.horizon,
-        "gamma": float(row.gamma),
-        "rho": float(row.rho),
-        "sparse_reward": row.sparse_reward,
-        "tau": float(row.qam_tau),
-        "alpha": float(row.fql_alpha),
-    }
-    base.update({name: float(getattr(row, col)) for name, col in AGENT_COLUMNS[agent].items()})
-    base.update(AGENT_DEFAULTS.get(agent, {}))
-    return validate(Config(agent=agent, task=parse_task(task).name, **{**base, **overrides}))
 
 
 def _err(name: str, value: Any, accepted: str) -> ConfigError:
@@ -247,13 +114,12 @@ def validate(config: Config) -> Config:
     if c.agent not in AGENTS:
         raise ConfigError(
             f"agent={c.agent!r} is unknown; accepted: {', '.join(AGENTS)}"
-            + _suggest(c.agent, AGENTS)
+            + suggest(c.agent, AGENTS)
         )
     if not isinstance(c.task, str) or not c.task:
         raise _err(
             "task", c.task, "an OGBench task name, e.g. 'cube-double-play-singletask-task2-v0'"
         )
-    domain_settings(c.task)
     positive_ints = (
         "horizon",
         "num_critics",
@@ -370,7 +236,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. tau=3)")
         key, text = item.split("=", 1)
         key = key.strip().replace("-", "_")
-        _check_keys([key])
+        check_keys([key])
         out[key] = _parse_value(key, text)
     return out
 
@@ -384,6 +250,6 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 def from_dict(data: Mapping[str, Any]) -> Config:
     """Inverse of :func:`to_dict`; unknown keys raise :class:`ConfigError`."""
-    _check_keys(data)
+    check_keys(data)
     values = {k: tuple(v) if typing.get_origin(_HINTS[k]) is tuple else v for k, v in data.items()}
     return validate(Config(**values))

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.animation import FuncAnimation
 
-from qam_lite.book import batch
+from qam_lite.modes import batch
 from qam_lite.plotting import figure_png, subplots
 
 Draw = Callable[[object, float], None]

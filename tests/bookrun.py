@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qam_lite import book
+from qam_lite.book import build
 
 TIMEOUT = 900  # seconds per cell
 
@@ -32,7 +32,7 @@ def execute(md: Path, out: Path) -> Path:
     if notebook.exists():  # executed earlier in this session (the folder is the session's own)
         return notebook
     try:
-        book.build(out, quick_mode=True, only=[md.stem], timeout=TIMEOUT)
+        build.build(out, quick_mode=True, only=[md.stem], timeout=TIMEOUT)
     except Exception as err:
         out.mkdir(parents=True, exist_ok=True)
         failure.write_text(f"{type(err).__name__}: {err}")

@@ -14,4 +14,4 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # (absl comes with optax). Imported inside a test that captures output, the closed handler is
 # pytest's capture stream and the session crashes ("I/O operation on closed file"); imported
 # here, before any capture, it is harmless.
-import qam_lite.sweep  # noqa: E402, F401
+import qam_lite.experiments.sweep  # noqa: E402, F401

@@ -44,7 +44,7 @@ class ObservationSumReward:
 
 
 def real_env(task: str):
-    from qam_lite.envpool import make_env
+    from qam_lite.training.envpool import make_env
 
     return ObservationSumReward(make_env(task))
 

@@ -24,7 +24,8 @@ from qam_lite.agents.common import (
     make_optimizer,
     polyak,
 )
-from qam_lite.config import ConfigError, make_config
+from qam_lite.config import ConfigError
+from qam_lite.training.settings import make_config
 
 OBS, ACT, H, B = 3, 2, 2, 8
 TINY = dict(

@@ -17,8 +17,9 @@ import nbformat
 import pytest
 
 from qam_lite import book
+from qam_lite.book import build, chapters, site, sync
 
-CHAPTERS = book.chapters()
+CHAPTERS = chapters.chapters()
 
 
 def _sources(nb):
@@ -26,7 +27,7 @@ def _sources(nb):
 
 
 def test_there_are_chapters_and_the_toc_lists_each_one():
-    toc = (book.ROOT / "myst.yml").read_text()
+    toc = (chapters.ROOT / "myst.yml").read_text()
     assert len(CHAPTERS) >= 6
     for md in CHAPTERS:
         assert f"book/{md.name}" in toc, f"{md.name} missing from myst.yml"
@@ -44,9 +45,9 @@ def test_ipynb_pair_in_sync(md):
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_opening(md):
     text = md.read_text()
-    assert book.sync_chapter_text(text, md.stem) == text, "run `qam-lite book --sync`"
-    assert book.colab_badge(md.stem) in text
-    assert book.colab_install() in text
+    assert sync.sync_chapter_text(text, md.stem) == text, "run `qam-lite book --sync`"
+    assert sync.colab_badge(md.stem) in text
+    assert sync.colab_install() in text
     for heading in ("Learning goals", "Prerequisites", "Run time", "Exercises"):
         assert re.search(rf"^#+ .*{heading}", text, re.M | re.I), f"no '{heading}' section"
     assert ":::{dropdown}" in text or "```{dropdown}" in text, "exercise solutions not folded"
@@ -57,7 +58,7 @@ def test_chapter_executes_in_quick_mode(md, tmp_path_factory):
     # Executed once per session by the book's runner; test_site.py renders these same notebooks.
     nb = nbformat.read(bookrun.execute(md, bookrun.executed_dir(tmp_path_factory)), 4)
     # Batch execution leaves no live widget, frozen progress bar or traceback in the outputs.
-    assert book.notebook_problems(nb) == []
+    assert chapters.notebook_problems(nb) == []
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no figure saved"
 
@@ -74,29 +75,29 @@ def _select(lines, start_at, end_before):
 def test_literalincludes_cut_exactly_one_object(md):
     import ast
 
-    for match in book._INCLUDE.finditer(md.read_text()):
+    for match in sync._INCLUDE.finditer(md.read_text()):
         opts = dict(o[1:].split(": ", 1) for o in match["opts"].splitlines())
         assert "pyobject" not in opts, "MyST has no :pyobject:; run `qam-lite book --sync`"
         if "start-at" not in opts:
             continue
-        source = (book.BOOK_DIR / match["path"]).read_text().splitlines()
+        source = (chapters.BOOK_DIR / match["path"]).read_text().splitlines()
         body = ast.parse(_select(source, opts["start-at"], opts.get("end-before"))).body
         assert len(body) == 1 and isinstance(body[0], ast.FunctionDef | ast.ClassDef)
         assert opts["start-at"].split()[1].startswith(body[0].name)
 
 
 def test_colab_badge_is_a_local_image():
-    badge = book.colab_badge("01_flow_matching")
+    badge = sync.colab_badge("01_flow_matching")
     image = re.search(r"\[!\[Open In Colab\]\(([^)]*)\)\]", badge)[1]
     assert not image.startswith(("http:", "https:")), "a remote badge breaks offline builds"
-    assert (book.BOOK_DIR / image).is_file()
+    assert (chapters.BOOK_DIR / image).is_file()
     assert "colab.research.google.com/github/" in badge
 
 
 def test_site_has_a_local_favicon():
-    toc = (book.ROOT / "myst.yml").read_text()
+    toc = (chapters.ROOT / "myst.yml").read_text()
     favicon = re.search(r"^\s+favicon: (\S+)$", toc, re.M)
-    assert favicon and (book.ROOT / favicon[1]).is_file()
+    assert favicon and (chapters.ROOT / favicon[1]).is_file()
 
 
 # --- the runner, on a tiny fake book (seconds, not minutes) ---------------------------------
@@ -137,21 +138,21 @@ def fake_book(tmp_path, monkeypatch):
 
 def test_a_rerun_skips_finished_chapters_and_says_so(fake_book):
     src, out = fake_book
-    first = book.build(out, quick_mode=True)
+    first = build.build(out, quick_mode=True)
     assert [name for name, _ in first.ran] == ["01_one", "02_two"]
-    again = book.build(out, quick_mode=True)
+    again = build.build(out, quick_mode=True)
     assert again.ran == [] and again.skipped == ["01_one", "02_two"]
     assert again.summary().startswith("0 chapter(s) executed in 0 s, 2 already up to date")
     # Another mode, or an edited source, runs the chapter again.
-    assert [n for n, _ in book.build(out, quick_mode=False, only=["01"]).ran] == ["01_one"]
+    assert [n for n, _ in build.build(out, quick_mode=False, only=["01"]).ran] == ["01_one"]
     (src / "02_two.md").write_text(_chapter("print('two, edited')"))
-    assert [n for n, _ in book.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
+    assert [n for n, _ in build.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
 
 
 def test_only_one_chapter_keeps_the_index_whole(fake_book):
     _, out = fake_book
-    book.build(out, quick_mode=True)
-    book.build(out, quick_mode=True, only=["02"], force=True)
+    build.build(out, quick_mode=True)
+    build.build(out, quick_mode=True, only=["02"], force=True)
     index = (out / "index.html").read_text()
     assert 'href="01_one.html"' in index and 'href="02_two.html"' in index
 
@@ -161,7 +162,7 @@ def test_only_with_no_match_or_no_value_is_refused(fake_book):
 
     _, out = fake_book
     with pytest.raises(ValueError, match="no chapter matches"):
-        book.build(out, only=["99"])
+        build.build(out, only=["99"])
     with pytest.raises(SystemExit) as exit_:
         cli.build_parser().parse_args(["book", "--only"])
     assert exit_.value.code == 2
@@ -169,9 +170,9 @@ def test_only_with_no_match_or_no_value_is_refused(fake_book):
 
 def test_a_library_change_reruns_every_chapter(fake_book, monkeypatch):
     _, out = fake_book
-    book.build(out, quick_mode=True)
+    build.build(out, quick_mode=True)
     monkeypatch.setattr(book, "library_hash", lambda: "another library")
-    assert [n for n, _ in book.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
+    assert [n for n, _ in build.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
 
 
 _MYST_YML = """\
@@ -204,14 +205,14 @@ def test_the_site_project_renders_the_executed_notebooks(fake_book):
     (src / "images" / "icon.svg").write_text("<svg/>")
     (root / "qam_lite").mkdir()
     (root / "qam_lite" / "flows.py").write_text("def f():\n    pass\n")
-    book.build(out, quick_mode=True, only=["01"])
-    assert book.stale_chapters(out, quick_mode=True) == ["02_two"]
-    assert book.stale_chapters(out, quick_mode=False) == ["01_one", "02_two"]
-    with pytest.raises(book.SiteError, match=r"not executed in quick mode.*: 02_two"):
-        book.build_site(out, quick_mode=True, root=root, build_dir=root / "_build")
+    build.build(out, quick_mode=True, only=["01"])
+    assert site.stale_chapters(out, quick_mode=True) == ["02_two"]
+    assert site.stale_chapters(out, quick_mode=False) == ["01_one", "02_two"]
+    with pytest.raises(site.SiteError, match=r"not executed in quick mode.*: 02_two"):
+        site.build_site(out, quick_mode=True, root=root, build_dir=root / "_build")
 
     project = root / "_build" / "myst"
-    assert book.site_project(out, project, root) == ["02_two"]
+    assert site.site_project(out, project, root) == ["02_two"]
     config = yaml.safe_load((project / "myst.yml").read_text())
     assert config["project"]["toc"] == [
         {"file": "book/index.md"},
@@ -234,26 +235,26 @@ def test_the_site_project_renders_the_executed_notebooks(fake_book):
     assert (project / "qam_lite" / "flows.py").is_file()
     # Regenerated from scratch: a chapter executed since is added, nothing stale is kept.
     (project / "_build" / "html").mkdir(parents=True)
-    book.build(out, quick_mode=True)
-    assert book.site_project(out, project, root) == []
+    build.build(out, quick_mode=True)
+    assert site.site_project(out, project, root) == []
     assert (project / "book" / "02_two.ipynb").is_file()
     assert not (project / "_build" / "html").exists()
 
 
 def test_a_failed_rerun_keeps_the_finished_chapter(fake_book):
     src, out = fake_book
-    book.build(out, quick_mode=True, only=["01"])
+    build.build(out, quick_mode=True, only=["01"])
     good = (out / "01_one.ipynb").read_bytes()
     state = (out / "state.json").read_text()
     (src / "01_one.md").write_text(_chapter("raise RuntimeError('boom')"))
-    with pytest.raises(book.ChapterFailed, match="boom"):
-        book.build(out, quick_mode=True, only=["01"], force=True)
+    with pytest.raises(build.ChapterFailed, match="boom"):
+        build.build(out, quick_mode=True, only=["01"], force=True)
     assert (out / "01_one.ipynb").read_bytes() == good
     assert (out / "state.json").read_text() == state
     assert "boom" in (out / "01_one.failed.ipynb").read_text()
     # The next run does not take the failed chapter for finished.
-    with pytest.raises(book.ChapterFailed):
-        book.build(out, quick_mode=True, only=["01"])
+    with pytest.raises(build.ChapterFailed):
+        build.build(out, quick_mode=True, only=["01"])
 
 
 _INTERRUPTIBLE = """
@@ -261,8 +262,8 @@ import sys
 from pathlib import Path
 from qam_lite import book, cli
 src = Path(sys.argv[1])
-book.BOOK_DIR = src
-book.chapters = lambda: sorted(src.glob("[0-9][0-9]_*.md"))
+chapters.BOOK_DIR = src
+chapters.chapters = lambda: sorted(src.glob("[0-9][0-9]_*.md"))
 sys.exit(cli.main(["book", "--no-site", "--out", sys.argv[2]]))
 """
 
@@ -311,24 +312,24 @@ def test_site_check_finds_missing_outputs_tracebacks_and_widgets(tmp_path, monke
     widget = {"application/vnd.jupyter.widget-view+json": {"content": "{}"}}
     page("01_one", [{"output_type": "display_data", "data": widget}])
     page("02_two", [])
-    problems = book.check_site(tmp_path)
+    problems = site.check_site(tmp_path)
     assert any("01_one" in p and "live widget" in p for p in problems)
     assert any("02_two" in p and "no outputs" in p for p in problems)
     page("01_one", [{"output_type": "error", "ename": "ValueError", "evalue": "x"}])
     page("02_two", [{"output_type": "stream", "name": "stderr", "text": " 0%|   | 0/1500"}])
-    problems = book.check_site(tmp_path)
+    problems = site.check_site(tmp_path)
     assert any("02_two" in p and "no figure" in p for p in problems)
     assert any("01_one" in p and "error output (ValueError" in p for p in problems)
     assert any("02_two" in p and "progress bar" in p for p in problems)
     png = {"image/png": {"path": "/build/x.png", "content_type": "image/png"}}
     page("01_one", [{"output_type": "display_data", "data": png}])
     page("02_two", [{"output_type": "display_data", "data": png}])
-    assert book.check_site(tmp_path) == [
+    assert site.check_site(tmp_path) == [
         f"book/{name}.md: output file /build/x.png missing" for name in ("01_one", "02_two")
     ]
     (tmp_path / "build").mkdir()
     (tmp_path / "build" / "x.png").write_bytes(b"png")
-    assert book.check_site(tmp_path) == []
+    assert site.check_site(tmp_path) == []
 
 
 def test_theme_copy_is_writable_and_checked(tmp_path):
@@ -338,9 +339,9 @@ def test_theme_copy_is_writable_and_checked(tmp_path):
     (theme / "build" / "index.js").write_text("//\n")
     for path in (theme / "build" / "index.js", theme / "build", theme / "template.yml", theme):
         path.chmod(0o555 if path.is_dir() else 0o444)  # as CI's read-only shared/
-    copy = book.install_theme(theme, tmp_path / "project")
-    assert copy == tmp_path / "project" / book.THEME_DIR
+    copy = site.install_theme(theme, tmp_path / "project")
+    assert copy == tmp_path / "project" / site.THEME_DIR
     assert (copy / "build" / "index.js").read_text() == "//\n"
     assert all(os.stat(p).st_mode & 0o200 for p in [copy, *copy.rglob("*")])
-    with pytest.raises(book.SiteError, match="no template.yml"):
-        book.install_theme(tmp_path / "project", tmp_path / "other")
+    with pytest.raises(site.SiteError, match="no template.yml"):
+        site.install_theme(tmp_path / "project", tmp_path / "other")

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qam_lite import atomic, logs
-from qam_lite import checkpoint as ckpt
+from qam_lite import atomic
+from qam_lite.training import checkpoint as ckpt
+from qam_lite.training import logs
 
 
 def _tree():

@@ -6,16 +6,8 @@ import json
 
 import pytest
 
-from qam_lite.config import (
-    AGENTS,
-    DOMAINS,
-    Config,
-    ConfigError,
-    from_dict,
-    make_config,
-    parse_overrides,
-    to_dict,
-)
+from qam_lite.config import AGENTS, Config, ConfigError, from_dict, parse_overrides, to_dict
+from qam_lite.training.settings import DOMAINS, make_config
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ import numpy as np
 import ogbench.utils
 import pytest
 
-from qam_lite import datasets
-from qam_lite.tasks import parse_task
+from qam_lite.data import datasets
+from qam_lite.data.tasks import parse_task
 
 
 def write_puzzle_files(root, button_states, n_episodes=2):
@@ -143,7 +143,7 @@ def test_unknown_task_is_one_error_class():
 
 
 def test_generated_data_reports_provenance(tmp_path, capsys):
-    from qam_lite import generate
+    from qam_lite.data import generate
 
     generate.generate("pointmaze-medium-navigate", 1, tmp_path, episode_length=20, progress=False)
     _, train, _ = datasets.load("pointmaze-medium-navigate-task2", tmp_path)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qam_lite.evaluate import episode_seed, evaluate, make_envs
+from qam_lite.training.evaluate import episode_seed, evaluate, make_envs
 
 H, A = 3, 2
 
@@ -113,7 +113,7 @@ def test_same_seed_same_numbers_whatever_the_workers():
 
 
 def test_worker_failure_is_reported():
-    from qam_lite.envpool import EnvPool
+    from qam_lite.training.envpool import EnvPool
 
     with pytest.raises(RuntimeError, match="evaluation worker 0 failed"):
         EnvPool(int.from_bytes, 2, workers=2)  # int.from_bytes() needs arguments: fails

@@ -15,8 +15,8 @@ import numpy as np
 import ogbench
 import pytest
 
-from qam_lite import datasets, generate
-from qam_lite.tasks import DOMAINS
+from qam_lite.data import datasets, generate
+from qam_lite.data.tasks import DOMAINS
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,19 @@ import numpy as np
 import optax
 import pytest
 
-from qam_lite import gradstats as gs
+from qam_lite import cli
 from qam_lite.agents import make_agent
 from qam_lite.agents.common import prepare_batch
 from qam_lite.chunks import to_device
-from qam_lite.config import make_config
-from qam_lite.rundir import init_states, seed_keys, step_keys
-from qam_lite.update import chunk_sampler, make_multi_update
+from qam_lite.experiments import gradstats as gs
+from qam_lite.training.settings import make_config
+from qam_lite.training.update import (
+    chunk_sampler,
+    init_states,
+    make_multi_update,
+    seed_keys,
+    step_keys,
+)
 
 OBS, ACT = 3, 2
 TASK = "scene-play-singletask-task1-v0"
@@ -212,11 +218,13 @@ def test_bad_arguments_are_named():
         gs.build_configs(TASK, ["bc"], steps=10, seeds=1)
     with pytest.raises(gs.GradStatsError, match="preset"):
         gs.build_configs(TASK, ["qam"], steps=10, seeds=1, preset="huge")
-    assert gs.main(["--task", TASK, "--agents", "fql", "--out", "/nonexistent/x"]) == 2
+    assert (
+        cli.main(["gradstats", "--task", TASK, "--agents", "fql", "--out", "/nonexistent/x"]) == 2
+    )
 
 
-def test_module_main_is_the_cli_verb(monkeypatch):
-    """``python -m qam_lite.gradstats`` runs ``qam-lite gradstats``; the command is recorded as
+def test_cli_verb_records_its_command(monkeypatch):
+    """``qam-lite gradstats`` records its command as
     qam-lite spells it."""
     # No capsys here: the CLI imports submitit, whose logging set-up closes absl's handler (this
     # module imports optax, hence absl), and that handler writes to pytest's capture.
@@ -229,7 +237,7 @@ def test_module_main_is_the_cli_verb(monkeypatch):
 
     monkeypatch.setattr(gs, "run", fake_run)
     argv = ["--task", TASK, "--agents", "qam", "--steps", "8", "--set", "tau=3", "--out", "o d"]
-    assert gs.main(argv) == 0
+    assert cli.main(["gradstats", *argv]) == 0
     typed = f"qam-lite gradstats --task {TASK} --agents qam --steps 8 --set tau=3 --out 'o d'"
     assert seen["command"] == typed
     (c,) = seen["configs"]

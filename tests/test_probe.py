@@ -8,10 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from qam_lite import checkpoint as ckpt
-from qam_lite import logs, probe
-from qam_lite.config import make_config, to_dict
-from qam_lite.rundir import CHECKPOINT, init_states, load_run
+from qam_lite import cli
+from qam_lite.config import to_dict
+from qam_lite.experiments import probe
+from qam_lite.training import checkpoint as ckpt
+from qam_lite.training import logs
+from qam_lite.training.rundir import CHECKPOINT, load_run
+from qam_lite.training.settings import make_config
+from qam_lite.training.update import init_states
 
 TASK = "scene-play-singletask-task1-v0"
 OBS, ACT = 40, 5
@@ -88,8 +92,8 @@ def test_pca_recovers_a_plane():
 
 
 def test_load_probe_missing_names_the_command(tmp_path):
-    with pytest.raises(probe.ProbeMissing, match="python -m qam_lite.probe a b"):
-        probe.load_probe(tmp_path / "p.npz", "python -m qam_lite.probe a b")
+    with pytest.raises(probe.ProbeMissing, match="qam-lite probe a b"):
+        probe.load_probe(tmp_path / "p.npz", "qam-lite probe a b")
 
 
 @pytest.mark.slow
@@ -163,9 +167,9 @@ def test_probe_refuses_bad_inputs(tmp_path):
         probe.probe_runs([tmp_path], tmp_path / "p.npz", state_source="eval")
 
 
-def test_module_main_is_the_cli_verb(monkeypatch, capsys, tmp_path):
-    """``python -m qam_lite.probe`` runs ``qam-lite probe`` (the command recorded as qam-lite
-    spells it); a bad input is one line with exit code 2."""
+def test_cli_verb_records_its_command(monkeypatch, capsys, tmp_path):
+    """``qam-lite probe``: the command recorded as qam-lite
+    spells it; a bad input is one line with exit code 2."""
     seen = {}
 
     def fake_probe_runs(run_dirs, out, **kw):
@@ -173,12 +177,12 @@ def test_module_main_is_the_cli_verb(monkeypatch, capsys, tmp_path):
         return {"runs": [{"tau": 1.0, "success": [0.5, 0.25]}], "seconds": 2.0}
 
     monkeypatch.setattr(probe, "probe_runs", fake_probe_runs)
-    assert probe.main(["a", "b", "--out", "p.npz", "--states", "eval"]) == 0
+    assert cli.main(["probe", "a", "b", "--out", "p.npz", "--states", "eval"]) == 0
     assert seen["command"] == "qam-lite probe a b --out p.npz --states eval"
     assert seen["run_dirs"] == ["a", "b"] and seen["state_source"] == "eval"
     assert "tau 1: 38 %" in capsys.readouterr().out
     a = header_run(tmp_path / "a", 1.0)
     monkeypatch.undo()
-    assert probe.main([str(a), "--out", str(tmp_path / "p.json")]) == 2
+    assert cli.main(["probe", str(a), "--out", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qam-lite probe: error:") and "ending in .npz" in err

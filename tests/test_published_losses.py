@@ -23,7 +23,7 @@ from qam_lite.agents import fql as fql_module
 from qam_lite.agents import qam as qam_module
 from qam_lite.agents import qam_e as qam_e_module
 from qam_lite.agents import qam_f as qam_f_module
-from qam_lite.config import make_config
+from qam_lite.training.settings import make_config
 
 OBS, ACT, H, B, T = 3, 2, 2, 6, 3
 D = H * ACT

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from envfakes import SeededEnv
 
-from qam_lite import render
-from qam_lite.evaluate import evaluate
+from qam_lite import cli
+from qam_lite.experiments import render
+from qam_lite.training.evaluate import evaluate
 
 H, A, OBS = 3, 2, 4
 
@@ -148,10 +149,10 @@ REAL = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from qam_lite import render
+    from qam_lite.experiments import render
     from qam_lite.agents import make_agent
-    from qam_lite.config import make_config
-    from qam_lite.evaluate import evaluate, make_envs
+    from qam_lite.training.settings import make_config
+    from qam_lite.training.evaluate import evaluate, make_envs
 
     task = "scene-play-singletask-task1-v0"
     env = render.make_render_env(task, 64, 48, shadows=False)
@@ -196,8 +197,8 @@ def test_real_scene_renders_and_replays(tmp_path):
     assert res["moved"] > 0  # the arm moved between the first and last frame
 
 
-def test_module_main_is_the_cli_verb(monkeypatch, capsys, tmp_path):
-    """``python -m qam_lite.render`` runs ``qam-lite render``: same exit codes, the command
+def test_cli_verb_records_its_command(monkeypatch, capsys, tmp_path):
+    """``qam-lite render`` (and ``python -m qam_lite render``): same exit codes, the command
     recorded as qam-lite spells it, errors in one line."""
     seen = {}
 
@@ -214,7 +215,7 @@ def test_module_main_is_the_cli_verb(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(render, "render_run", fake_render_run)
     out = str(tmp_path / "my frames")
-    assert render.main(["run", "--out", out, "--episodes", "2", "--no-shadows"]) == 0
+    assert cli.main(["render", "run", "--out", out, "--episodes", "2", "--no-shadows"]) == 0
     assert seen["command"] == f"qam-lite render run --out '{out}' --episodes 2 --no-shadows"
     assert seen["num_episodes"] == 2 and seen["shadows"] is False and seen["run_dir"] == "run"
     printed = capsys.readouterr().out
@@ -224,6 +225,6 @@ def test_module_main_is_the_cli_verb(monkeypatch, capsys, tmp_path):
         raise render.RenderUnavailable(f"cannot render; {render.INSTALL_HINT}")
 
     monkeypatch.setattr(render, "render_run", unavailable)
-    assert render.main(["run", "--out", out]) == 2
+    assert cli.main(["render", "run", "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qam-lite render: error: cannot render") and "Traceback" not in err

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qam_lite import replay
 from qam_lite.chunks import chunks_from, to_device
+from qam_lite.data import replay
 
 GAMMA = 0.9
 H = 3

@@ -23,10 +23,11 @@ from pathlib import Path
 import bookrun
 import pytest
 
-from qam_lite import book
+from qam_lite.book import chapters
+from qam_lite.book.site import build_site, check_site
 
 CHROMIUM = Path("/usr/bin/chromium")
-THEME = book.ROOT.parent / "shared" / "myst-book-theme"
+THEME = chapters.ROOT.parent / "shared" / "myst-book-theme"
 # The CDN files the theme asks for, by URL prefix -> (npm package, folder inside it).
 CDN = {
     "https://cdn.jsdelivr.net/npm/katex@0.15.2/": ("katex@0.15.2", "katex"),
@@ -68,13 +69,11 @@ def site(tmp_path_factory):
     """
     assert _missing() is None, _missing()
     executed = bookrun.executed_dir(tmp_path_factory)
-    for md in book.chapters():
+    for md in chapters.chapters():
         with contextlib.suppress(Exception, pytest.fail.Exception):
             bookrun.execute(md, executed)
     out = tmp_path_factory.mktemp("site")
-    book.build_site(
-        executed, quick_mode=True, theme=THEME, build_dir=out, timeout=1200, strict=False
-    )
+    build_site(executed, quick_mode=True, theme=THEME, build_dir=out, timeout=1200, strict=False)
     return out / "html"
 
 
@@ -143,7 +142,7 @@ def chapter_pages(html_dir: Path) -> dict[str, str]:
 def test_site_build_check_passes(site):
     # Built from the executed notebooks: a chapter page without outputs, or with a traceback, a
     # live widget or a progress bar, is reported here.
-    assert book.check_site(site) == []
+    assert check_site(site) == []
 
 
 def _route(cdn_files, blocked):
@@ -161,7 +160,7 @@ def _route(cdn_files, blocked):
     return handle
 
 
-@pytest.mark.parametrize("chapter", [md.stem for md in book.chapters()])
+@pytest.mark.parametrize("chapter", [md.stem for md in chapters.chapters()])
 def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files, tmp_path_factory):
     url = chapter_pages(site).get(chapter)
     failure = bookrun.executed_dir(tmp_path_factory) / f"{chapter}.error.txt"
@@ -202,7 +201,7 @@ def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files, tmp
     page.wait_for_timeout(500)
     # Static tau players (to_jshtml): moving the scrub bar changes the figure.
     players = page.locator("article input[type=range]")
-    calls = (book.BOOK_DIR / f"{chapter}.md").read_text().count("tau_explorer(")
+    calls = (chapters.BOOK_DIR / f"{chapter}.md").read_text().count("tau_explorer(")
     assert players.count() >= min(calls, 1), f"{chapter}: its tau player is not on the page"
     for i in range(players.count()):
         slider = players.nth(i)

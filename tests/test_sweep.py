@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qam_lite import sweep
 from qam_lite.cli import main
+from qam_lite.experiments import plan, sweep
 
 TINY = {
     "actor_hidden": "16,16",
@@ -55,7 +55,7 @@ def tiny_args(data_dir, out, *extra):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from qam_lite.generate import generate
+    from qam_lite.data.generate import generate
 
     root = tmp_path_factory.mktemp("data")
     generate("cube-single-play-v0", 4, root, seed=0, workers=1, episode_length=101, progress=False)
@@ -71,7 +71,7 @@ def test_spec_from_toml_and_command_line(tmp_path):
     spec = sweep.spec_from_args(parse([str(path), "--agents", "qam", "fql", "--set", "tau=2"]))
     assert spec.name == "two" and spec.num_seeds == 3 and spec.agents == ["qam", "fql"]
     assert spec.overrides == {"offline_steps": 1000, "tau": 2.0}
-    configs = sweep.make_configs(spec)
+    configs = plan.make_configs(spec)
     tasks = sorted({t for t, _, _ in configs})
     # A domain means its five tasks; short names are canonicalised.
     assert tasks == sorted(
@@ -82,8 +82,8 @@ def test_spec_from_toml_and_command_line(tmp_path):
     c = configs[0][2]
     assert c.num_seeds == 3 and c.offline_steps == 1000 and c.tau == 2.0
 
-    paper = sweep.load_spec("paper")
-    assert len(sweep.expand_tasks(paper.tasks)) == 50 and paper.num_seeds == 12
+    paper = plan.load_spec("paper")
+    assert len(plan.expand_tasks(paper.tasks)) == 50 and paper.num_seeds == 12
     assert "bc" not in paper.agents and {"qam", "fql"} <= set(paper.agents)
 
 
@@ -147,7 +147,7 @@ def test_dry_run_cost_from_benchmark_results(tmp_path, data_dir, capsys):
 
 
 def test_estimate_counts_online_environment_steps(tmp_path):
-    from qam_lite.config import make_config
+    from qam_lite.training.settings import make_config
 
     results = tmp_path / "results"
     results.mkdir()
@@ -156,11 +156,11 @@ def test_estimate_counts_online_environment_steps(tmp_path):
     online = make_config(TASKS[0], offline_steps=360_000, online_steps=360_000, **small)
     offline = make_config(TASKS[1], offline_steps=360_000, **small)
     runs = [
-        sweep.PlannedRun(TASKS[0], "qam", online, tmp_path / "a", "new", 0),
-        sweep.PlannedRun(TASKS[0], "bc", online, tmp_path / "b", "partial", 540_000),
-        sweep.PlannedRun(TASKS[1], "qam", offline, tmp_path / "c", "new", 0),
+        plan.PlannedRun(TASKS[0], "qam", online, tmp_path / "a", "new", 0),
+        plan.PlannedRun(TASKS[0], "bc", online, tmp_path / "b", "partial", 540_000),
+        plan.PlannedRun(TASKS[1], "qam", offline, tmp_path / "c", "new", 0),
     ]
-    (cost,) = sweep.estimate(runs, results)
+    (cost,) = plan.estimate(runs, results)
     # No evaluation rate measured: the environment steps left cannot be priced.
     assert cost["eval_hours"] is None and cost["online_env_hours"] is None
     rows = [
@@ -169,7 +169,7 @@ def test_estimate_counts_online_environment_steps(tmp_path):
         {"version": "before", "workers": 1, "env_steps_per_second": 900.0},
     ]
     (results / "eval-throughput-2cpu.json").write_text(json.dumps({"results": rows}))
-    (cost,) = sweep.estimate(runs, results)
+    (cost,) = plan.estimate(runs, results)
     # Environment steps: 360K online steps x 2 seeds for the new run, the 180K left of the
     # partial one x 2, none for the offline run: 1.08M steps at one worker's 200 per s = 1.5 h
     # (the online loop steps its environments in its own process; evaluations use 300 per s).
@@ -177,11 +177,11 @@ def test_estimate_counts_online_environment_steps(tmp_path):
     # Updates: 720K + 180K + 360K steps at 100 per s = 3.5 h.
     assert cost["update_hours"] == pytest.approx(3.5)
     assert cost["total_hours"] == pytest.approx(3.5 + cost["eval_hours"] + 1.5)
-    text = sweep.describe(sweep.load_spec("cpu-demo"), runs, results)
+    text = plan.describe(plan.load_spec("cpu-demo"), runs, results)
     assert ", online env steps 1.5" in text
-    (cost,) = sweep.estimate(runs[2:], results)
+    (cost,) = plan.estimate(runs[2:], results)
     assert cost["online_env_hours"] == 0.0
-    assert "online env" not in sweep.describe(sweep.load_spec("cpu-demo"), runs[2:], results)
+    assert "online env" not in plan.describe(plan.load_spec("cpu-demo"), runs[2:], results)
 
 
 def test_slurm_submission_with_a_stand_in_sbatch(tmp_path, data_dir, monkeypatch, capsys):
@@ -223,8 +223,9 @@ def test_preempted_job_saves_then_requeues(tmp_path, monkeypatch):
     """On the pre-emption signal a job asks training to stop as on a first Ctrl-C (training then
     finishes its step and saves), and only then hands over to submitit's requeue handler, whose
     `checkpoint` resubmits the same job."""
-    import qam_lite.train
-    from qam_lite.config import make_config, to_dict
+    import qam_lite.training.train
+    from qam_lite.config import to_dict
+    from qam_lite.training.settings import make_config
 
     events = []
 
@@ -245,7 +246,7 @@ def test_preempted_job_saves_then_requeues(tmp_path, monkeypatch):
         events.append(("requeue", signum, type(job.checkpoint().function).__name__))
         raise SystemExit(144)
 
-    monkeypatch.setattr(qam_lite.train, "train", fake_train)
+    monkeypatch.setattr(qam_lite.training.train, "train", fake_train)
     previous = signal.signal(sweep._preempt_signal(), submitit_handler)
     argv = list(sys.argv)
     try:
@@ -320,7 +321,7 @@ def _attempts(run_dir: Path) -> list:
 
 
 def _done(run_dir: Path) -> bool:
-    from qam_lite import checkpoint as ckpt
+    from qam_lite.training import checkpoint as ckpt
 
     path = run_dir / "checkpoint.npz"
     return path.exists() and ckpt.read_meta(path).get("phase") == "done"

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from qam_lite import table
 from qam_lite.cli import main
+from qam_lite.experiments import formats, ours, paper, stats
 
 PAPER_NET = {"actor_hidden": [512] * 4, "critic_hidden": [512] * 4, "batch_size": 256}
 SMALL_NET = {"actor_hidden": [128] * 2, "critic_hidden": [128] * 2, "batch_size": 128}
 OFFICIAL = {"source": "official", "path": "/data/cube-double-play-v0.npz"}
-GENERATED = {"generator": "qam_lite.generate", "episodes": 300}
+GENERATED = {"generator": "qam_lite.data.generate", "episodes": 300}
 
 
 def write_run(folder, task, agent, rows, net=PAPER_NET, data=OFFICIAL, episodes=50):
@@ -60,22 +60,22 @@ def runs_dir(tmp_path):
 
 
 def test_ci95_and_the_packaged_paper_numbers():
-    mean, half = table.ci95([10.0, 20.0])
+    mean, half = stats.ci95([10.0, 20.0])
     assert mean == 15.0 and half == pytest.approx(12.706 * 7.0710678 / 1.4142136, rel=1e-6)
-    assert table.ci95([3.0]) == (3.0, None)
+    assert stats.ci95([3.0]) == (3.0, None)
     # The paper's headline: QAM 44.4 after 1M offline steps over all 50 tasks, 12 seeds.
-    mean, half, n = table.paper_cell("all", "qam", 1_000_000)
+    mean, half, n = paper.paper_cell("all", "qam", 1_000_000)
     assert n == 12 and mean == pytest.approx(44.39, abs=0.01) and 0 < half < 5
-    assert table.paper_cell("all", "bc", 1_000_000) is None  # BC is not in the paper
-    assert table.paper_cell(T1, "qam", 30_000) is None  # the paper reports every 50K
-    rows = table.paper_rows()
+    assert paper.paper_cell("all", "bc", 1_000_000) is None  # BC is not in the paper
+    assert paper.paper_cell(T1, "qam", 30_000) is None  # the paper reports every 50K
+    rows = paper.paper_rows()
     assert len({m for _, m, _ in rows}) == 17 and len({k for k, _, _ in rows}) == 61
 
 
 def test_layout_aggregates_marks_and_common_steps(runs_dir):
-    runs = table.find_runs([runs_dir])
+    runs = ours.find_runs([runs_dir])
     assert len(runs) == 8
-    cells = table.build(runs)  # default: steps both sides have
+    cells = ours.build(runs)  # default: steps both sides have
     by = {(c.level, c.key, c.agent, c.step): c for c in cells}
     assert (("task", T1, "qam", 30000)) not in by  # the paper has no 30K
     t1 = by["task", T1, "qam", 50000]
@@ -87,7 +87,7 @@ def test_layout_aggregates_marks_and_common_steps(runs_dir):
     # The domain: mean of its tasks, CI over the seeds both tasks have, marked partial (2 of 5).
     dom = by["domain", "cube-double-play", "qam", 50000]
     assert dom.mean == pytest.approx(45.0) and dom.seeds == 2
-    assert dom.ci == pytest.approx(table.ci95([(50 + 20) / 2, (70 + 40) / 2])[1])
+    assert dom.ci == pytest.approx(stats.ci95([(50 + 20) / 2, (70 + 40) / 2])[1])
     assert dom.marks == {"g", "r", "e", "p"}
     assert by["all", "all", "qam", 50000].marks >= {"p", "s"}  # puzzle-4x4 on standard data
     assert by["task", "puzzle-4x4-play-singletask-task1-v0", "qam", 50000].marks == {"s"}
@@ -97,25 +97,25 @@ def test_layout_aggregates_marks_and_common_steps(runs_dir):
     fql = by["task", T1, "fql", 50000]
     assert fql.mean == pytest.approx(30.0) and fql.seeds == 1 and fql.ci is None
     # Paper numbers sit beside ours at the same step, from the packaged data.
-    assert fql.paper[0] == pytest.approx(table.ci95(table.paper_rows()[T1, "FQL", 50000])[0])
+    assert fql.paper[0] == pytest.approx(stats.ci95(paper.paper_rows()[T1, "FQL", 50000])[0])
     # BC on cube-single: no paper number, so no common step.
     assert not any(c.agent == "bc" for c in cells)
-    ours = table.build(runs, "ours")
-    assert any(c.agent == "bc" and c.paper is None for c in ours)
-    assert {c.step for c in ours if c.key == T1 and c.agent == "qam"} == {30000, 50000, 100000}
-    assert {c.step for c in table.build(runs, [100000])} == {100000}
+    own_steps = ours.build(runs, "ours")
+    assert any(c.agent == "bc" and c.paper is None for c in own_steps)
+    assert {c.step for c in own_steps if c.key == T1 and c.agent == "qam"} == {30000, 50000, 100000}
+    assert {c.step for c in ours.build(runs, [100000])} == {100000}
 
 
 def test_markdown_csv_latex_outputs(runs_dir):
-    cells = table.build(table.find_runs([runs_dir]))
-    md = table.to_markdown(cells)
+    cells = ours.build(ours.find_runs([runs_dir]))
+    md = formats.to_markdown(cells)
     assert "| task | cube-double-play-singletask-task1-v0 | qam | 50K | 60.0 ± 127.1 | 2 |" in md
     assert "g = locally generated data" in md and "s = standard-size data" in md
-    rows = list(csv.DictReader(io.StringIO(table.to_csv(cells))))
+    rows = list(csv.DictReader(io.StringIO(formats.to_csv(cells))))
     row = next(r for r in rows if r["key"] == T2 and r["step"] == "50000")
     assert row["mean"] == "30.0" and row["marks"] == "egr" and row["paper_method"] == "QAM"
     assert row["paper_seeds"] == "12"
-    tex = table.to_latex(cells)
+    tex = formats.to_latex(cells)
     assert tex.startswith(r"\begin{tabular}") and r"\end{tabular}" in tex
     assert r"30.0 $\pm$ 127.1$^{egr}$" in tex and r"\textbf{cube-double-play}" in tex
 
@@ -150,44 +150,44 @@ def test_bad_input(tmp_path, runs_dir, capsys):
 
 
 def test_the_papers_own_table_and_curves():
-    t = table.paper_table(1_000_000)
+    t = paper.paper_table(1_000_000)
     assert list(t)[-1] == "all" and len(t) == 11  # 10 domains, then all
     assert t["all"]["QAM"][0] == pytest.approx(44.39, abs=0.01) and "RLPD" not in t["all"]
-    assert len(table.paper_table(1_500_000)["all"]) == 17  # RLPD is online only
-    md = table.paper_table_markdown(1_000_000)
+    assert len(paper.paper_table(1_500_000)["all"]) == 17  # RLPD is online only
+    md = paper.paper_table_markdown(1_000_000)
     assert "| RLPD |" not in md and "No number at this step: RLPD." in md
     assert "| QAM | " in md and "**45.7**" in md and "| puzzle-3x3 |" in md
-    with pytest.raises(table.TableError, match="no step 1234"):
-        table.paper_table(1234)
-    with pytest.raises(table.TableError, match="unknown method"):
-        table.paper_table(methods=["QAM", "SAC"])
-    steps, means, ci = table.paper_curve("scene-play", "QAM")
+    with pytest.raises(paper.TableError, match="no step 1234"):
+        paper.paper_table(1234)
+    with pytest.raises(paper.TableError, match="unknown method"):
+        paper.paper_table(methods=["QAM", "SAC"])
+    steps, means, ci = paper.paper_curve("scene-play", "QAM")
     assert steps[0] == 50_000 and steps[-1] == 1_500_000 and len(steps) == 30
-    _, _, sem = table.paper_curve("scene-play", "QAM", band="sem")
+    _, _, sem = paper.paper_curve("scene-play", "QAM", band="sem")
     assert all(0 <= e <= c for e, c in zip(sem, ci, strict=True))
     # The paper over a subset of tasks: over a whole domain, its mean is the released row's.
     scene = [f"scene-play-singletask-task{i}-v0" for i in range(1, 6)]
-    assert table.paper_over(scene, "qam", 1_000_000)[0] == pytest.approx(
-        table.paper_cell("scene-play", "qam", 1_000_000)[0]
+    assert paper.paper_over(scene, "qam", 1_000_000)[0] == pytest.approx(
+        paper.paper_cell("scene-play", "qam", 1_000_000)[0]
     )
-    assert table.paper_over(scene[:1], "bc", 1_000_000) is None
-    fig = table.plot_paper_curves(["scene-play", "all"], ["QAM", "FQL"], ncols=2)
+    assert paper.paper_over(scene[:1], "bc", 1_000_000) is None
+    fig = paper.plot_paper_curves(["scene-play", "all"], ["QAM", "FQL"], ncols=2)
     assert sum(ax.get_visible() for ax in fig.axes) == 2
 
 
 def test_difference_and_wide_table(runs_dir, capsys):
-    diff, half = table.difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0])
+    diff, half = stats.difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0])
     # Welch's df = 4.14 -> 4 (rounded down): t = 2.776, se = sqrt(1/3 + 20/12)
     assert diff == -3.0 and half == pytest.approx(2.776 * (1 / 3 + 20 / 12) ** 0.5)
-    assert table.difference([1.0], [2.0, 3.0]) == (-1.5, None)
-    cells = table.build(table.find_runs([runs_dir]), "ours")
+    assert stats.difference([1.0], [2.0, 3.0]) == (-1.5, None)
+    cells = ours.build(ours.find_runs([runs_dir]), "ours")
     t1 = next(c for c in cells if c.key == T1 and c.agent == "qam" and c.step == 50000)
     assert t1.per_seed == {0: 50.0, 1: 70.0} and t1.tasks == (T1,)
     dom = next(c for c in cells if c.level == "domain" and c.agent == "qam" and c.step == 50000)
     # A partial domain row is compared with the paper over the same tasks (2 of 5).
-    assert dom.paper == table.paper_over([T1, T2], "qam", 50000)
-    assert dom.paper[0] != pytest.approx(table.paper_cell("cube-double-play", "qam", 50000)[0])
-    wide = table.to_wide_markdown(cells, step=50000, paper_steps=[1_000_000])
+    assert dom.paper == paper.paper_over([T1, T2], "qam", 50000)
+    assert dom.paper[0] != pytest.approx(paper.paper_cell("cube-double-play", "qam", 50000)[0])
+    wide = formats.to_wide_markdown(cells, step=50000, paper_steps=[1_000_000])
     head = wide.splitlines()[0]
     assert head.startswith("| task / domain | qam (ours, 50K) | fql (ours, 50K, 1 seed) |")
     assert "QAM (paper, 1M)" in head and "FQL (paper, 1M)" in head
@@ -209,17 +209,17 @@ def test_ranking_compares_agents_at_a_shared_step(tmp_path, capsys):
     write_run(root / "fql", T1, "fql", [(20000, s, v) for s, v in enumerate((0.5, 0.9, 0.7))])
     write_run(root / "one", T2, "qam", [(20000, 0, 0.5)])
     write_run(root / "one-bc", T2, "bc", [(20000, 0, 0.1)])
-    cells = table.build(table.find_runs([root]), "ours")
-    ranks = table.ranking(cells, "qam")
+    cells = ours.build(ours.find_runs([root]), "ours")
+    ranks = formats.ranking(cells, "qam")
     # Equal spread on both sides: Welch's df = 4, t = 2.776, se = sqrt(2 * 100 / 3) points.
     d, h, v = ranks["task", T1]["bc"]
     assert d == pytest.approx(50.0) and h == pytest.approx(2.776 * (200 / 3) ** 0.5)
     assert v == "above"
     assert ranks["task", T1]["fql"][2] == "not separated"
     assert ranks["task", T2]["bc"] == (pytest.approx(40.0), None, "one seed")
-    assert table.verdict(-5.0, 1.0) == "below"
-    assert table.ranking(cells, "qam", step=10000) == {}
-    md = table.ranking_markdown(cells, "qam", ["fql", "bc"])
+    assert formats.verdict(-5.0, 1.0) == "below"
+    assert formats.ranking(cells, "qam", step=10000) == {}
+    md = formats.ranking_markdown(cells, "qam", ["fql", "bc"])
     assert md.splitlines()[0] == "| task / domain | qam - fql | qam - bc |"
     assert f"| {T1} | +0.0 ± " in md and "(above)" in md
     assert main(["table", str(root), "--steps", "ours", "--vs", "qam"]) == 0

@@ -4,7 +4,7 @@ import gymnasium
 import ogbench  # noqa: F401  (registers the OGBench environments)
 import pytest
 
-from qam_lite.tasks import DOMAINS, PAPER_DOMAINS, TaskError, all_task_names, parse_task
+from qam_lite.data.tasks import DOMAINS, PAPER_DOMAINS, TaskError, all_task_names, parse_task
 
 
 def test_canonical_name():

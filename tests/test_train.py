@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from qam_lite import checkpoint as ckpt
-from qam_lite import logs, rundir
-from qam_lite.config import make_config
-from qam_lite.train import (
+from qam_lite.training import checkpoint as ckpt
+from qam_lite.training import logs, rundir
+from qam_lite.training.settings import make_config
+from qam_lite.training.train import (
     CHECKPOINT,
     RunFolderError,
     RunMismatch,
@@ -48,7 +48,7 @@ def compile_once(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    from qam_lite.generate import generate
+    from qam_lite.data.generate import generate
 
     root = tmp_path_factory.mktemp("data")
     generate("cube-single-play-v0", 4, root, seed=0, workers=1, episode_length=101, progress=False)
@@ -113,7 +113,7 @@ def test_run_folder_contents(full_run):
         for key in ("critic_loss", "bc_loss", "q_mean"):
             assert np.isfinite(float(row[key])), (key, row)
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["seeds"] == [0, 1] and prov["data"]["generator"] == "qam_lite.generate"
+    assert prov["seeds"] == [0, 1] and prov["data"]["generator"] == "qam_lite.data.generate"
     assert len(prov["data_fingerprint"]["sha256"]) == 64
     meta = ckpt.read_meta(out / CHECKPOINT)
     assert meta["step"] == 500 and meta["phase"] == "done"
@@ -144,8 +144,8 @@ def test_every_kind_of_stop_resumes_to_identical_files(full_run, tmp_path, monke
     interrupt at an evaluation, stop_after mid-episode online, a hard interrupt mid-episode
     after the ring wrapped, a torn CSV row and a stale temporary file: the final files equal
     the uninterrupted run's, byte for byte."""
-    import qam_lite.evaluate as ev
-    import qam_lite.replay as rp
+    import qam_lite.data.replay as rp
+    import qam_lite.training.evaluate as ev
 
     config, full, _ = full_run
     out = tmp_path / "resumed"
@@ -260,7 +260,7 @@ def test_fresh_start_never_appends_and_foreign_results_are_refused(data_dir, tmp
 
 
 def test_resume_with_another_dataset_is_refused(data_dir, tmp_path):
-    from qam_lite import datasets
+    from qam_lite.data import datasets
 
     config = short(data_dir, offline_steps=100, checkpoint_interval=50, eval_interval=100)
     train(config, tmp_path, progress=False, stop_after=50)

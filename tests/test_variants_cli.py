@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from qam_lite import logs
 from qam_lite.cli import main
+from qam_lite.training import logs
 
 TASK = "cube-single-play-singletask-task1-v0"
 TINY = [

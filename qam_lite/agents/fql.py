@@ -8,7 +8,8 @@ published code,
 
 with the online critic held fixed and the teacher ``f_beta`` held fixed (no target copy). The
 critic is QAM's with ``a' = clip(mu(s', z'))``. The published FQL optimises with plain Adam (no
-gradient clipping: :func:`~qam_lite.config.make_config` sets ``grad_clip=None`` for ``fql``).
+gradient clipping: :func:`~qam_lite.training.settings.make_config` sets ``grad_clip=None``
+for ``fql``).
 Acting: ``clip(mu(s, z))``: one network call, no ODE.
 
 Option (a departure, off by default): ``normalize_q_loss=True`` divides the Q term by the batch's

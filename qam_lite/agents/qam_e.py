@@ -14,7 +14,7 @@ held fixed, as the published code does:
 
 where ``alpha_e = exp(log alpha_e)`` is a learned temperature (starting at 1; held fixed in the
 second term, trained by the third), and ``H_target = -0.5 * D`` (``D = H * A``, the chunk size).
-``edit_scale`` is per domain (:data:`qam_lite.config.DOMAINS`); with ``edit_scale = 0`` the
+``edit_scale`` is per domain (:data:`qam_lite.settings.DOMAINS`); with ``edit_scale = 0`` the
 published code builds no edit policy, and ``qam-e`` is exactly ``qam`` (cube-double and scene).
 """
 

@@ -7,7 +7,7 @@ Everything of QAM (``agents.qam``) is kept and trained as before. On top, a one-
 
 (online critic and ``f_theta`` held fixed), and it is ``mu`` that acts: ``clip(mu(s, z))``, also
 for the critic's next actions. Unlike FQL, the optimiser keeps QAM's gradient-norm clip, as the
-published code does. ``alpha`` is per domain (:data:`qam_lite.config.DOMAINS`); with ``alpha = 0``
+published code does. ``alpha`` is per domain (:data:`qam_lite.settings.DOMAINS`); with ``alpha = 0``
 the published code builds no one-step policy, and ``qam-f`` is exactly ``qam`` (cube-double and
 puzzle-3x3).
 """

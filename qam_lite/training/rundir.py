@@ -21,7 +21,7 @@ discarded, not appended to), and refuse anything else (:class:`RunMismatch`) unl
 ``overwrite``. :func:`check_data` refuses to resume with a dataset other than the one the run
 started with. :func:`load_run` reads a finished or running folder for evaluation.
 
-This module sits below both ``qam_lite.train`` and ``qam_lite.evaluate``.
+This module sits below both ``qam_lite.training.train`` and ``qam_lite.training.evaluate``.
 """
 
 from __future__ import annotations
@@ -39,15 +39,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from qam_lite import checkpoint as ckpt
-from qam_lite import logs
 from qam_lite.atomic import WriteError, describe
 from qam_lite.chunks import ROW_KEYS
 from qam_lite.config import Config, from_dict, to_dict
+from qam_lite.training import checkpoint as ckpt
+from qam_lite.training import logs
 
 CHECKPOINT = "checkpoint.npz"
 LOCK = ".lock"
@@ -309,34 +307,8 @@ def write_records(out: Path, config: Config, prov: dict, meta: dict | None) -> N
 
 
 # --------------------------------------------------------------------------------------------
-# Reading a run back
-
-
-def seed_keys(config: Config) -> jax.Array:
-    """``(num_seeds, 2)`` base keys; seed ``i`` is ``PRNGKey(config.seed + i)``, so seed ``i`` of
-    a multi-seed run draws the same numbers as a one-seed run with seed ``config.seed + i``."""
-    return jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
-
-
-def step_keys(bases: jax.Array, stream: int, step: int) -> jax.Array:
-    """Per-seed keys ``fold_in(fold_in(base, stream), step)``: 0 init, 1 updates, 2 acting."""
-    return _step_keys(bases, jnp.uint32(stream), jnp.uint32(step))
-
-
-@jax.jit
-def _step_keys(bases, stream, step):
-    # Compiled once (stream and step are traced): called at every online environment step.
-    return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, stream), step))(bases)
-
-
-def init_states(agent, config: Config):
-    """Agent states of every seed, stacked on a leading ``num_seeds`` axis."""
-    return jax.jit(jax.vmap(agent.init))(step_keys(seed_keys(config), 0, 0))
-
-
-def take_seed(states, i: int):
-    """Seed ``i``'s state out of a stacked (vmapped) one."""
-    return jax.tree.map(lambda x: x[i], states)
+# Reading a run back (JAX and the agents are imported only here: the sweep's planner reads run
+# folders, their status and data records, without loading JAX)
 
 
 @dataclasses.dataclass
@@ -351,12 +323,15 @@ class Run:
     meta: dict
 
     def seed_state(self, i: int):
+        from qam_lite.training.update import take_seed
+
         return take_seed(self.states, i)
 
 
 def load_run(run_dir: str | Path) -> Run:
     """Load ``run_dir/checkpoint.npz`` with its config (raises ``CheckpointError`` if absent)."""
     from qam_lite.agents import make_agent
+    from qam_lite.training.update import init_states
 
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
@@ -381,13 +356,9 @@ __all__ = [
     "clear",
     "cut_back",
     "data_fingerprint",
-    "init_states",
     "load_run",
     "locked",
     "prepare",
-    "seed_keys",
     "shards_fingerprint",
-    "step_keys",
-    "take_seed",
     "write_records",
 ]

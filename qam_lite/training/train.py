@@ -1,29 +1,30 @@
 """The training loop: offline updates, optional online fine-tuning, evaluation, logs, checkpoints.
 
 ``train(config, out_dir)`` runs one configuration, all ``num_seeds`` seeds vmapped on one device,
-and leaves a run folder (files listed in :mod:`qam_lite.rundir`). Read top to bottom:
+and leaves a run folder (files listed in :mod:`qam_lite.training.rundir`). Read top to bottom:
 :func:`train` sets up and resumes, :func:`offline_phase` and :func:`online_phase` are the loops.
 
 **Offline phase.** The dataset lives on the device; each compiled call runs ``n`` updates with
 ``lax.scan`` (batches sampled inside the call), vmapped over seeds. ``n`` divides every interval,
 so evaluations, logs and checkpoints fall on exact steps.
 
-**Sharded data** (a ``<domain>-100m-v0`` shard folder, see :class:`qam_lite.datasets.ShardCycle`):
-as the authors' loader, training moves to the next shard every ``datasets.SHARD_INTERVAL`` updates,
-cycling. One shard is on the device at a time, swapped between compiled calls: ``n`` also divides
-the interval, and a call uses the shard of its first update ``u``, ``(u // interval) % shards``.
-With ``n > 1`` shard ``k`` thus trains updates ``k * interval + 1 .. (k + 1) * interval``, where
-the authors' loop switches one update earlier (``k * interval .. (k + 1) * interval - 1``; with
-``updates_per_call=1`` the two are the same). The shard is a function of the step, so a resumed
-run reads the same shards. Shards of unequal size cost one more compilation per size (results
-are unaffected). The run counts as cycled (paper-comparable data) when its offline updates reach
-every shard. The online phase's replay buffer starts from the first shard and does not cycle.
+**Sharded data** (a ``<domain>-100m-v0`` shard folder, see
+:class:`qam_lite.data.datasets.ShardCycle`): as the authors' loader, training moves to the next
+shard every ``datasets.SHARD_INTERVAL`` updates, cycling. One shard is on the device at a time,
+swapped between compiled calls: ``n`` also divides the interval, and a call uses the shard of its
+first update ``u``, ``(u // interval) % shards``. With ``n > 1`` shard ``k`` thus trains updates ``k
+* interval + 1 .. (k + 1) * interval``, where the authors' loop switches one update earlier (``k *
+interval .. (k + 1) * interval - 1``; with ``updates_per_call=1`` the two are the same). The shard
+is a function of the step, so a resumed run reads the same shards. Shards of unequal size cost one
+more compilation per size (results are unaffected). The run counts as cycled (paper-comparable data)
+when its offline updates reach every shard. The online phase's replay buffer starts from the first
+shard and does not cycle.
 
 **Online phase** (``online_steps > 0``, as the authors' ``main.py``). Each seed has its own
 environment; all seeds step in lockstep, one environment step each per loop iteration. A seed
 asks its policy for an action chunk when its previous chunk is used up (or its episode ended)
 and runs the ``H`` actions open loop. Every transition goes into that seed's replay buffer
-(:mod:`qam_lite.replay`: the dataset followed by a ring of ``online_buffer_size`` online rows).
+(:mod:`qam_lite.data.replay`: the dataset followed by a ring of ``online_buffer_size`` online rows).
 From environment step ``start_training`` on (the authors' ``i >= start_training``; 5,000 by
 default), every environment step is followed by one update of every seed, on batches from its
 own buffer. ``step`` counts offline updates plus environment steps.
@@ -58,24 +59,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qam_lite import agents, datasets, envpool, logs, replay, rundir
-from qam_lite import checkpoint as ckpt
-from qam_lite import evaluate as evaluation
+from qam_lite import agents
 from qam_lite.chunks import to_device
 from qam_lite.config import Config, to_dict
-from qam_lite.rundir import (
+from qam_lite.data import datasets, replay
+from qam_lite.data.tasks import parse_task
+from qam_lite.training import checkpoint as ckpt
+from qam_lite.training import envpool, logs, rundir
+from qam_lite.training import evaluate as evaluation
+from qam_lite.training.rundir import (
     CHECKPOINT,
     Run,
     RunFolderError,
     RunMismatch,
-    init_states,
     load_run,
+)
+from qam_lite.training.update import (
+    init_states,
+    make_multi_update,
     seed_keys,
     step_keys,
     take_seed,
 )
-from qam_lite.tasks import parse_task
-from qam_lite.update import make_multi_update
 
 
 class TrainingDiverged(RuntimeError):
@@ -305,10 +310,10 @@ def train(
       TrainingDiverged: a NaN/inf loss (logs and the last good checkpoint are kept).
       RunMismatch: ``out_dir`` holds another configuration's or dataset's results.
       RunFolderError: ``out_dir`` is a file, not writable, or in use by another process.
-      qam_lite.checkpoint.CheckpointError: the checkpoint is damaged.
+      qam_lite.training.checkpoint.CheckpointError: the checkpoint is damaged.
       qam_lite.atomic.WriteError: a file could not be written (e.g. disk full); the previous
         checkpoint is intact.
-      qam_lite.datasets.DataError: the dataset is missing or malformed.
+      qam_lite.data.datasets.DataError: the dataset is missing or malformed.
     """
     if stop_after is not None and stop_after < 0:
         raise ValueError(f"stop_after={stop_after} is invalid; accepted: an integer >= 0")

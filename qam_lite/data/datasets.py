@@ -2,7 +2,7 @@
 
 ``load`` never touches the network unless ``download=True``. Before OGBench reads anything it
 checks that both files exist and look like datasets *of this task's environment* (keys, shapes
-and the observation/action widths of ``qam_lite.tasks.DOMAINS``, read from the ``.npy`` headers
+and the observation/action widths of ``qam_lite.data.tasks.DOMAINS``, read from the ``.npy`` headers
 without loading the data); it then hands over to ``ogbench.make_env_and_datasets``, which
 relabels rewards for the task, checks that every observation and action is finite, and applies
 the QAM conventions (action clipping, sparse rewards). Every error names the file, the key and
@@ -15,8 +15,8 @@ them: the shards sorted by name, the training loop moving to the next shard ever
 ``SHARD_INTERVAL`` updates and cycling (see :class:`ShardCycle`). ``load`` uses such a folder
 when it is ``dataset_dir`` itself or a sub-folder of it.
 
-This module only reads datasets (and downloads official ones); ``qam_lite.generate`` writes them
-and imports from here, never the reverse.
+This module only reads datasets (and downloads official ones); ``qam_lite.data.generate``
+writes them and imports from here, never the reverse.
 """
 
 from __future__ import annotations
@@ -35,16 +35,30 @@ from pathlib import Path
 import numpy as np
 
 from qam_lite.atomic import fsync_dir
-from qam_lite.tasks import DOMAINS, Task, TaskError, parse_task
+from qam_lite.data.tasks import DOMAINS, Task, TaskError, parse_task
 
 ACTION_CLIP = 1.0 - 1e-5  # keeps actions strictly inside (-1, 1), as the published code does
 DATA_ENV = "QAM_LITE_DATA"  # environment variable overriding the default dataset folder
 DEFAULT_DIR = "~/.ogbench/data"  # OGBench's own default, so official downloads are shared
-PROVENANCE_KEY = "qam_lite_provenance"  # JSON string ``qam_lite.generate`` stores in its files
+PROVENANCE_KEY = "qam_lite_provenance"  # JSON string ``qam_lite.data.generate`` stores in its files
 TIMEOUT_ENV = "QAM_LITE_DOWNLOAD_TIMEOUT"  # seconds a download may wait for the server's next byte
 DEFAULT_TIMEOUT = 60.0
 SHARD_INTERVAL = 1000  # updates per shard before moving to the next (the authors' default)
 _SHARD_DIR = re.compile(r"^(?P<domain>.+)-(?P<size>\d+[mb])-v0$")  # 'cube-quadruple-play-100m-v0'
+
+
+def quiet_env_warnings() -> None:
+    """Hide two harmless warnings of making OGBench environments, in this process: MuJoCo's GLFW
+    binding on a machine without a display ("The DISPLAY environment variable is missing"; no
+    verb but ``render`` draws anything, and it uses EGL or OSMesa) and gymnasium's about
+    OGBench's float64 action bounds ("precision lowered by casting to float32").
+
+    Called by the CLI for every verb and first thing in every worker process (generation and
+    evaluation workers are spawned: filters do not carry over), before MuJoCo is imported.
+    """
+    warnings.filterwarnings("ignore", message=".*DISPLAY environment variable is missing")
+    warnings.filterwarnings("ignore", module="glfw")
+    warnings.filterwarnings("ignore", message=".*precision lowered.*")
 
 
 class DataError(Exception):
@@ -142,7 +156,7 @@ def fix_hint(task: Task, root: Path) -> str:
 
 
 def read_provenance(path: str | os.PathLike) -> dict | None:
-    """The settings ``qam_lite.generate`` stored in ``path``, or ``None`` (e.g. official files)."""
+    """The settings :mod:`qam_lite.data.generate` stored in ``path``; None for official files."""
     with np.load(path, allow_pickle=False) as f:
         if PROVENANCE_KEY not in f.files:
             return None
@@ -232,7 +246,7 @@ def load(
     """The single-task environment and its train/validation datasets.
 
     Args:
-      task_or_name: a ``Task`` or a task name (see ``qam_lite.tasks.parse_task``).
+      task_or_name: a ``Task`` or a task name (see ``qam_lite.data.tasks.parse_task``).
       dataset_dir: folder holding ``<dataset>.npz`` and ``<dataset>-val.npz``, or a shard folder
         ``<domain>-100m-v0`` (itself or as a sub-folder; then its first shard is loaded, see
         :class:`ShardCycle`). Default: ``$QAM_LITE_DATA`` or ``~/.ogbench/data``.

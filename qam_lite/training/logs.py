@@ -119,7 +119,7 @@ def truncate_csv(path: str | Path, step: int) -> int:
 
 def git_commit(root: str | Path | None = None) -> str | None:
     """The repository's ``HEAD`` commit (with ``+dirty`` if the tree has changes), or None."""
-    root = Path(root) if root else Path(__file__).resolve().parent.parent
+    root = Path(root) if root else Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10

@@ -21,7 +21,7 @@ Where the official download is unreachable, ``generate`` builds the same kind of
 Row ``i`` of a file holds the observation, the action taken in it, and the simulator state
 (``qpos``, ``qvel``, ``button_states``) *of that observation* (OGBench's ``prev_*`` step infos),
 so single-task reward relabelling works. Episode lengths and counts default to the published
-ones (``qam_lite.tasks.DOMAINS``: 1001 steps, pointmaze-giant 500 episodes x 2001 steps); the
+ones (``qam_lite.data.tasks.DOMAINS``: 1001 steps, pointmaze-giant 500 episodes x 2001 steps); the
 validation file holds a tenth as many episodes (at least one) from an independent seed stream.
 
 Reproducible and resumable: episode ``k`` of split ``s`` (0 train, 1 val) is seeded with
@@ -35,7 +35,7 @@ processes. The part folder is removed once both files are written.
 Files go exactly where ``ogbench.make_env_and_datasets`` looks: ``<dataset_dir>/<dataset>.npz``
 and ``<dataset>-val.npz``, with ``observations, actions, terminals, qpos, qvel`` (and
 ``button_states`` for puzzle and scene; dtypes as OGBench's), plus ``qam_lite_provenance``
-(``qam_lite.datasets.PROVENANCE_KEY``): a JSON string recording every generation setting.
+(``qam_lite.data.datasets.PROVENANCE_KEY``): a JSON string recording every generation setting.
 """
 
 from __future__ import annotations
@@ -53,16 +53,17 @@ from pathlib import Path
 import numpy as np
 
 from qam_lite.atomic import WriteError, write_bytes, write_with
-from qam_lite.datasets import (
+from qam_lite.data.datasets import (
     PROVENANCE_KEY,
     DataError,
     UnknownTaskError,
     check_writable,
     data_dir,
     dataset_paths,
+    quiet_env_warnings,
     read_provenance,
 )
-from qam_lite.tasks import DOMAINS, TaskError, parse_task
+from qam_lite.data.tasks import DOMAINS, TaskError, parse_task
 
 __all__ = ["PROVENANCE_KEY", "generate", "junction_cells", "read_provenance", "settings_for"]
 
@@ -277,7 +278,7 @@ def settings_for(dataset_name: str, num_episodes: int, *, seed: int = 0, episode
     length = info.episode_length if episode_length is None else episode_length
     maze = env_id.startswith("pointmaze")
     common = {
-        "generator": "qam_lite.generate",
+        "generator": "qam_lite.data.generate",
         "format": GENERATOR_FORMAT,
         "dataset": task.dataset,
         "env": env_id,
@@ -343,10 +344,11 @@ def generate(
 
     Args:
       dataset_name: a dataset (``'cube-single-play-v0'``), domain or task name of a locally
-        generable domain (``qam_lite.tasks.DOMAINS[...].locally_generable``).
+        generable domain (``qam_lite.data.tasks.DOMAINS[...].locally_generable``).
       num_episodes: training episodes (default: the published dataset's); the validation file
         gets ``max(1, num_episodes // 10)`` more from an independent seed stream.
-      dataset_dir: output folder (created if missing; default ``qam_lite.datasets.data_dir()``).
+      dataset_dir: output folder (created if missing; default
+        :func:`qam_lite.data.datasets.data_dir`).
       seed: base seed; episode ``k`` of split ``s`` uses ``SeedSequence([seed, s, k])``.
       workers: processes (default: CPU count, at most one per shard); 1 runs in this process.
       episode_length: steps per episode (default: the published one, 1001 or 2001).
@@ -572,9 +574,11 @@ def _run_jobs(env_id, jobs, seed, episode_length, workers, progress, parts: _Par
 
 
 def _ignore_sigint() -> None:
+    """A worker's start: Ctrl-C is the main process's to handle, and no warnings on import."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_env_warnings()
 
 
 def save_atomic(path: Path, arrays: dict) -> None:

@@ -32,7 +32,7 @@ Arrays in the ``.npz`` (``R`` runs sorted by ``tau``, ``S`` seeds, ``M`` states,
     success_episodes (R,) int        its episodes per seed (0 if eval.csv does not say)
     horizon, action_dim   int
 
-Command line (``python -m qam_lite.probe`` is the same)::
+Command line (``python -m qam_lite probe`` is the same)::
 
     qam-lite probe RUN_DIR [RUN_DIR ...] --out results/cpu-tau/probe.npz \
         [--dataset-dir data] [--states data|eval] [--num-states 4] [--samples 64]
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,7 +74,7 @@ def final_success(eval_csv: str | Path) -> tuple[int, dict[int, float]]:
 
 def final_evaluation(eval_csv: str | Path) -> tuple[int, dict[int, float], int]:
     """``(step, {seed: success_rate}, episodes per seed)`` of a run's last evaluation."""
-    from qam_lite.logs import read_rows
+    from qam_lite.training.logs import read_rows
 
     path = Path(eval_csv)
     if not path.exists():
@@ -97,7 +96,8 @@ def data_states(task, dataset_dir, num_states: int, *, seed: int = 0, horizon: i
     """
     import jax.numpy as jnp
 
-    from qam_lite import chunks, datasets
+    from qam_lite import chunks
+    from qam_lite.data import datasets
 
     _, train, _ = datasets.load(task, dataset_dir, verbose=False)
     data = chunks.to_device(train)
@@ -120,9 +120,9 @@ def data_states(task, dataset_dir, num_states: int, *, seed: int = 0, horizon: i
 
 def eval_states(task, num_states: int, *, seed: int = EVAL_SEED) -> np.ndarray:
     """``(M, obs_dim)`` first observations of evaluation episodes ``0 .. M - 1`` with ``seed``."""
-    from qam_lite.envpool import make_env
-    from qam_lite.evaluate import episode_seed, reset_env
-    from qam_lite.tasks import parse_task
+    from qam_lite.data.tasks import parse_task
+    from qam_lite.training.envpool import make_env
+    from qam_lite.training.evaluate import episode_seed, reset_env
 
     env = make_env(parse_task(task).name)
     try:
@@ -133,9 +133,9 @@ def eval_states(task, num_states: int, *, seed: int = EVAL_SEED) -> np.ndarray:
 
 def run_config(run_dir: str | Path):
     """The :class:`~qam_lite.config.Config` of a run folder's checkpoint (its header only)."""
-    from qam_lite.checkpoint import read_meta
     from qam_lite.config import from_dict
-    from qam_lite.rundir import CHECKPOINT, load_run
+    from qam_lite.training.checkpoint import read_meta
+    from qam_lite.training.rundir import CHECKPOINT, load_run
 
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
@@ -220,9 +220,9 @@ def probe_runs(
     Returns:
       the JSON record (also written).
     """
-    from qam_lite import logs
     from qam_lite.atomic import write_bytes
-    from qam_lite.rundir import load_run
+    from qam_lite.training import logs
+    from qam_lite.training.rundir import load_run
 
     if state_source not in STATE_SOURCES:
         raise ValueError(
@@ -260,7 +260,7 @@ def probe_runs(
     task, first = runs[0][1].config.task, runs[0][1]
     horizon, action_dim = first.config.horizon, first.agent.action_dim
     if state_source == "data":
-        from qam_lite import datasets
+        from qam_lite.data import datasets
 
         index, states, data_chunks = data_states(
             task, dataset_dir, num_states, seed=seed, horizon=horizon
@@ -400,14 +400,3 @@ def run_cli(args: argparse.Namespace) -> None:
         f"tau {r['tau']:g}: {100 * np.nanmean(r['success']):.0f} %" for r in record["runs"]
     )
     print(f"probed {len(record['runs'])} runs in {record['seconds']:.0f} s ({rates}) -> {args.out}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m qam_lite.probe ARGS``: the same as ``qam-lite probe ARGS``."""
-    from qam_lite import cli
-
-    return cli.main(["probe", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

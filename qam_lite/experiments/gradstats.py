@@ -1,11 +1,11 @@
 """The actor's gradient statistics *during training*: QAM's lean adjoint against BAM's BPTT.
 
 Chapter 6 compared the two objectives on a 1-D toy; here both agents train on a real dataset with
-the library's own update (``agents.make_agent``, :func:`qam_lite.update.make_multi_update`: jit,
-``lax.scan`` over update chunks, seeds vmapped) and every ``every`` updates we stop and measure,
-on ``M`` fresh batches, the gradient of the agent's training loss with respect to the actor
-``f_theta`` (``params['actor']``) alone: the same loss, the same batch preparation and the same
-key split as :func:`qam_lite.agents.common.make_update` differentiates, *before* the optimiser's
+the library's own update (``agents.make_agent``, :func:`qam_lite.training.update.make_multi_update`:
+jit, ``lax.scan`` over update chunks, seeds vmapped) and every ``every`` updates we stop and
+measure, on ``M`` fresh batches, the gradient of the agent's training loss with respect to the actor
+``f_theta`` (``params['actor']``) alone: the same loss, the same batch preparation and the same key
+split as :func:`qam_lite.agents.common.make_update` differentiates, *before* the optimiser's
 global-norm clip.
 
 Statistics of the ``M`` flattened actor gradients ``g_1 .. g_M`` (each of ``P`` numbers), see
@@ -27,7 +27,7 @@ plus, from the full gradient (every network, as the optimiser sees it): ``global
 global norm exceeds ``config.grad_clip``, i.e. whose step the shared clip scales down).
 
 Command line (the result the book reads is ``results/cpu-gradstats/``; ``python -m
-qam_lite.gradstats`` is the same)::
+qam_lite.experiments.gradstats`` is the same)::
 
     qam-lite gradstats --task scene-play-singletask-task1-v0 --dataset-dir data \\
         --agents qam bam --steps 4000 --every 250 --batches 8 --seeds 2 \\
@@ -37,7 +37,8 @@ writes ``gradstats.csv`` (one row per agent, seed and measured step), ``summary.
 agent: the statistics' medians over steps and seeds, timings) and ``provenance.json`` (command,
 commit, device, the data's record and fingerprint, every agent's full config).
 
-Training follows ``qam-lite train``'s key schedule (:func:`qam_lite.rundir.step_keys`, stream 1,
+Training follows ``qam-lite train``'s key schedule (:func:`qam_lite.training.update.step_keys`,
+stream 1,
 one key per compiled call of ``n = gcd(train.call_size(config), every)`` updates): when ``every``
 is a multiple of ``train.call_size(config)`` (then ``n`` is the call size), the updates are those
 of a ``qam-lite train`` run with the same config, seeds and data. Measuring draws its own keys
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,8 +56,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qam_lite import logs
-from qam_lite.config import PRESETS, Config, make_config, parse_overrides, to_dict
+from qam_lite.config import Config, ConfigError, parse_overrides, to_dict
+from qam_lite.training import logs
+from qam_lite.training.settings import PRESETS, resolve
 
 if TYPE_CHECKING:
     import jax
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
 #: Agents whose actor is the fine-tuned flow ``f_theta`` trained from the critic (what this
 #: module compares): QAM (lean adjoint) and BAM (back-propagation through the SDE sample).
 ACTOR_AGENTS = ("qam", "bam")
-#: ``rundir.step_keys`` stream of the measuring batches (0 init, 1 updates, 2 acting).
+#: ``update.step_keys`` stream of the measuring batches (0 init, 1 updates, 2 acting).
 PROBE_STREAM = 7
 #: Columns of :func:`vector_stats`, then those that need the full gradient.
 VECTOR_STATS = (
@@ -185,7 +186,7 @@ def make_probe(config: Config, obs_dim: int, action_dim: int, num_batches: int) 
     import optax
 
     from qam_lite.agents.common import prepare_batch
-    from qam_lite.update import chunk_sampler
+    from qam_lite.training.update import chunk_sampler
 
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 2:
         raise GradStatsError(f"num_batches={num_batches!r}; accepted: an integer >= 2")
@@ -241,9 +242,8 @@ def measure(
     import jax
 
     from qam_lite.agents import make_agent
-    from qam_lite.rundir import init_states, seed_keys, step_keys
-    from qam_lite.train import call_size
-    from qam_lite.update import make_multi_update
+    from qam_lite.training.train import call_size
+    from qam_lite.training.update import init_states, make_multi_update, seed_keys, step_keys
 
     c = config
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -317,24 +317,24 @@ def build_configs(
 ) -> list[Config]:
     """Each agent's config: the domain's settings, ``preset``, ``overrides``, ``steps`` updates,
     ``seeds`` seeds."""
-    if preset not in PRESETS:
-        raise GradStatsError(f"preset={preset!r}; accepted: {', '.join(PRESETS)}")
     bad = [a for a in agents if a not in ACTOR_AGENTS]
     if bad or not agents:
         raise GradStatsError(
             f"agents={list(agents)!r}; accepted: some of {', '.join(ACTOR_AGENTS)}"
         )
-    settings = {**PRESETS[preset], **(overrides or {})}
-    settings.update(offline_steps=steps, num_seeds=seeds, dataset_dir=dataset_dir)
-    return [make_config(task, agent, **settings) for agent in agents]
+    fields = {"offline_steps": steps, "num_seeds": seeds, "dataset_dir": dataset_dir}
+    try:
+        return [resolve(task, agent, preset, overrides, **fields) for agent in agents]
+    except ConfigError as err:
+        raise GradStatsError(str(err)) from None
 
 
 def load_data(config: Config) -> tuple[dict, dict]:
     """``(data on the device, source record)``: the task's training data as ``train`` reads it."""
-    from qam_lite import datasets
     from qam_lite.chunks import to_device
-    from qam_lite.rundir import data_fingerprint
-    from qam_lite.train import to_sparse
+    from qam_lite.data import datasets
+    from qam_lite.training.rundir import data_fingerprint
+    from qam_lite.training.train import to_sparse
 
     _, train, _ = datasets.load(config.task, config.dataset_dir, verbose=False)
     if config.sparse_reward:
@@ -450,14 +450,3 @@ def run_cli(args: argparse.Namespace) -> None:
             f"train {summary['seconds'][agent]['train']:.0f} s"
         )
     print(f"wrote {args.out}/gradstats.csv, summary.json, provenance.json")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m qam_lite.gradstats ARGS``: the same as ``qam-lite gradstats ARGS``."""
-    from qam_lite import cli
-
-    return cli.main(["gradstats", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,6 @@ Key schedule (what a hand-written loop must do to reproduce a call exactly)::
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import jax
@@ -95,58 +94,32 @@ def make_multi_update(
     return jax.jit(multi, donate_argnums=(0,) if donate else ())
 
 
-def init_seeds(agent: Agent, key: jax.Array, num_seeds: int) -> TrainState:
-    """``num_seeds`` independent states stacked on a leading axis; seed ``i`` equals
-    ``agent.init(jax.random.split(key, num_seeds)[i])``."""
-    return jax.jit(jax.vmap(agent.init))(jax.random.split(key, num_seeds))
+# --------------------------------------------------------------------------------------------
+# The key schedule of a run (train, gradstats and the benchmarks draw their keys here)
 
 
-def _abstract_batch(config: Config, obs_dim: int, action_dim: int) -> dict:
-    b, h = config.batch_size, config.horizon
-    f32 = jnp.float32
-    return {
-        "observations": jax.ShapeDtypeStruct((b, obs_dim), f32),
-        "next_observations": jax.ShapeDtypeStruct((b, obs_dim), f32),
-        "actions": jax.ShapeDtypeStruct((b, h * action_dim), f32),
-        "rewards": jax.ShapeDtypeStruct((b,), f32),
-        "masks": jax.ShapeDtypeStruct((b,), f32),
-        "valid": jax.ShapeDtypeStruct((b, h), f32),
-        "discount": jax.ShapeDtypeStruct((b,), f32),
-    }
+def seed_keys(config: Config) -> jax.Array:
+    """``(num_seeds, 2)`` base keys; seed ``i`` is ``PRNGKey(config.seed + i)``, so seed ``i`` of
+    a multi-seed run draws the same numbers as a one-seed run with seed ``config.seed + i``."""
+    return jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.num_seeds)])
 
 
-def flops_per_update(agent: Agent, config: Config, obs_dim: int, action_dim: int) -> float:
-    """XLA's FLOP count of one ``agent.update`` at ``config``'s sizes (nothing is run).
-
-    Lowers and compiles ``update`` on abstract inputs and reads ``cost_analysis()['flops']``.
-    XLA counts a ``while`` loop's body once, whatever its trip count, so the count is taken on a
-    fully unrolled compilation (every ``lax.scan`` unrolled), which is what makes the ``T`` flow
-    steps count ``T`` times.
-    """
-    key = jax.random.key(0)
-    state = jax.eval_shape(agent.init, key)
-    batch = _abstract_batch(config, obs_dim, action_dim)
-    with _unrolled_scans():
-        compiled = jax.jit(agent.update).lower(state, batch, key).compile()
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list | tuple):  # older jax: one dict per computation
-        cost = cost[0]
-    return float(cost["flops"])
+def step_keys(bases: jax.Array, stream: int, step: int) -> jax.Array:
+    """Per-seed keys ``fold_in(fold_in(base, stream), step)``: 0 init, 1 updates, 2 acting."""
+    return _step_keys(bases, jnp.uint32(stream), jnp.uint32(step))
 
 
-_ORIGINAL_SCAN = jax.lax.scan
+@jax.jit
+def _step_keys(bases, stream, step):
+    # Compiled once (stream and step are traced): called at every online environment step.
+    return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, stream), step))(bases)
 
 
-@contextlib.contextmanager
-def _unrolled_scans():
-    """While active, ``jax.lax.scan`` unrolls fully (FLOP counting only: the library's scans look
-    ``jax.lax.scan`` up at call time, so they pick the unrolled version up while tracing)."""
+def init_states(agent, config: Config):
+    """Agent states of every seed, stacked on a leading ``num_seeds`` axis."""
+    return jax.jit(jax.vmap(agent.init))(step_keys(seed_keys(config), 0, 0))
 
-    def unrolled(f, init, xs=None, length=None, reverse=False, unroll=1, **kwargs):
-        return _ORIGINAL_SCAN(f, init, xs, length=length, reverse=reverse, unroll=True, **kwargs)
 
-    jax.lax.scan = unrolled
-    try:
-        yield
-    finally:
-        jax.lax.scan = _ORIGINAL_SCAN
+def take_seed(states, i: int):
+    """Seed ``i``'s state out of a stacked (vmapped) one."""
+    return jax.tree.map(lambda x: x[i], states)

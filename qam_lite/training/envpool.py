@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from qam_lite.data.datasets import quiet_env_warnings
+
 #: Environment variable capping the default number of evaluation workers (a sweep sets it so
 #: concurrent jobs share the machine's cores).
 WORKERS_ENV = "QAM_LITE_EVAL_WORKERS"
@@ -140,6 +142,7 @@ class EnvBlock:
 def _worker(conn, env_fn: Callable, count: int) -> None:
     """A worker process's loop: build ``count`` envs, then answer ``(method, args)`` messages."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    quiet_env_warnings()  # a spawned process starts with Python's default filters
     try:
         block = EnvBlock([env_fn() for _ in range(count)])
         conn.send(("ok", block.action_dim))

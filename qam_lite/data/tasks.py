@@ -31,7 +31,7 @@ class Domain(NamedTuple):
       name: e.g. ``'cube-double-play'`` (environment + dataset type).
       env: the OGBench environment family, e.g. ``'cube-double'``.
       reward: ``'dense'`` (OGBench's per-sub-goal reward) or ``'sparse'`` (``r' = -1[r != 0]``).
-      locally_generable: ``qam_lite.generate`` can build its dataset with OGBench's own oracles.
+      locally_generable: :mod:`qam_lite.data.generate` builds its dataset with OGBench's oracles.
       in_paper: one of the QAM paper's ten benchmark domains.
       episodes: training episodes of OGBench's published dataset (``qam-lite generate``'s
         default where ``locally_generable``); the validation file has a tenth as many.
@@ -105,7 +105,7 @@ class Task(NamedTuple):
         (``<dataset>.npz`` and ``<dataset>-val.npz``).
       task_id: 1..5, or ``None`` for the domain's default task.
       reward: ``'dense'`` or ``'sparse'``.
-      locally_generable: whether ``qam_lite.generate`` can build the dataset.
+      locally_generable: whether ``qam_lite.data.generate`` can build the dataset.
     """
 
     name: str

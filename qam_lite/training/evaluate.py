@@ -1,10 +1,10 @@
 """Evaluation in the real OGBench environments: N episodes, one batched policy call per chunk.
 
-One batched ``agent.act`` call per action chunk serves all ``N`` episodes; its ``H * A`` outputs
-are executed open loop for ``H`` steps (as in training and in the paper). The environments are
-stepped in worker processes (:mod:`qam_lite.envpool`): each worker runs its share of the chunks,
-so evaluation scales with the machine's cores while the policy stays one batched call. Success is
-the environment's ``info['success']`` at the episode's last step (single-task OGBench envs end an
+One batched ``agent.act`` call per action chunk serves all ``N`` episodes; its ``H * A`` outputs are
+executed open loop for ``H`` steps (as in training and in the paper). The environments are stepped
+in worker processes (:mod:`qam_lite.training.envpool`): each worker runs its share of the chunks, so
+evaluation scales with the machine's cores while the policy stays one batched call. Success is the
+environment's ``info['success']`` at the episode's last step (single-task OGBench envs end an
 episode when the task is solved, or at the time limit).
 
 Determinism: episode ``i`` of an evaluation with seed ``s`` resets with seed ``s * 1_000_003 + i``
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qam_lite.envpool import EnvPool, make_pool, reset_env
+from qam_lite.training.envpool import EnvPool, make_pool, reset_env
 
 __all__ = ["EnvPool", "episode_seed", "evaluate", "evaluate_run", "make_envs", "reset_env"]
 
@@ -46,9 +46,10 @@ def make_envs(task, num_envs: int, workers: int | None = None, env_fn=None) -> E
         env_fn: optional picklable zero-argument callable building one environment (tests).
 
     Returns:
-        an :class:`~qam_lite.envpool.EnvPool`; reuse it between evaluations, ``close()`` it after.
+        an :class:`~qam_lite.training.envpool.EnvPool`; reuse it between evaluations,
+        ``close()`` it after.
     """
-    from qam_lite.tasks import parse_task
+    from qam_lite.data.tasks import parse_task
 
     return make_pool(parse_task(task).name, num_envs, workers, env_fn)
 
@@ -141,7 +142,7 @@ def evaluate_run(
     ``seed`` defaults to a value the training loop's periodic evaluations never use, so the
     numbers are a fresh held-out estimate.
     """
-    from qam_lite.rundir import load_run
+    from qam_lite.training.rundir import load_run
 
     run = load_run(run_dir)
     n = num_episodes or run.config.eval_episodes

@@ -1,13 +1,13 @@
 """Pictures of a trained policy acting: replay evaluation episodes with MuJoCo rendering.
 
 The episodes shown are episodes of a real evaluation. :func:`pick_episodes` runs
-:func:`qam_lite.evaluate.evaluate` (``N`` episodes, seed ``s``, no rendering) and picks a
+:func:`qam_lite.training.evaluate.evaluate` (``N`` episodes, seed ``s``, no rendering) and picks a
 successful and a failed one; :func:`replay` then runs episode ``i`` of that evaluation again, alone
 and with rendering, and gets exactly the same episode: the same reset seed
-(:func:`~qam_lite.evaluate.episode_seed`), the same policy noise (the policy is called on a batch
-of ``N`` rows of which row ``i`` is this episode's observation; every row of a flow policy depends
-only on its own observation and noise), and MuJoCo is deterministic. A replay runs twice: once
-without rendering to learn the episode's length, then again rendering ``num_frames`` evenly
+(:func:`~qam_lite.training.evaluate.episode_seed`), the same policy noise (the policy is called on a
+batch of ``N`` rows of which row ``i`` is this episode's observation; every row of a flow policy
+depends only on its own observation and noise), and MuJoCo is deterministic. A replay runs twice:
+once without rendering to learn the episode's length, then again rendering ``num_frames`` evenly
 spaced steps (rendering is the slow part on a CPU: a few tenths of a second a frame).
 
 :func:`render_run` does all of it for one seed of a run folder and writes::
@@ -17,7 +17,7 @@ spaced steps (rendering is the slow part on a CPU: a few tenths of a second a fr
                     the episodes' reset seeds, lengths and outcomes, MUJOCO_GL, versions, command
     <outcome>.gif   optional (``gif_frames > 0``): a short animation of each episode
 
-Command line (``python -m qam_lite.render`` is the same)::
+Command line (``python -m qam_lite render`` is the same)::
 
     MUJOCO_GL=egl qam-lite render RUN_DIR --out results/.../frames [--seed-index 0]
 
@@ -97,13 +97,13 @@ def default_gl() -> str:
 def make_render_env(task, width: int = 160, height: int = 120, *, shadows: bool = True):
     """A single-task OGBench env for ``task`` (name or ``Task``) that renders ``(H, W, 3)`` frames.
 
-    The same environment as evaluation's (:func:`qam_lite.envpool.make_env`) with OGBench's
+    The same environment as evaluation's (:func:`qam_lite.training.envpool.make_env`) with OGBench's
     offscreen renderer sized ``width x height``. ``shadows=False`` turns shadows off (about three
     times faster with Mesa's software renderer). Frames come from :func:`render_frame`.
     """
     import ogbench
 
-    from qam_lite.tasks import parse_task
+    from qam_lite.data.tasks import parse_task
 
     if width < 16 or height < 16:
         raise ValueError(f"frame size {width}x{height} is invalid; accepted: width, height >= 16")
@@ -165,7 +165,7 @@ def _rollout(act, state, env, *, seed, episode, num_episodes, obs_dim, max_steps
     import jax
     import jax.numpy as jnp
 
-    from qam_lite.evaluate import episode_seed, reset_env
+    from qam_lite.training.evaluate import episode_seed, reset_env
 
     reset_seed = episode_seed(seed, episode)
     obs, _ = reset_env(env, reset_seed)
@@ -235,7 +235,7 @@ def replay(
         )
     if num_frames < 0:
         raise ValueError(f"num_frames={num_frames} is invalid; accepted: an integer >= 0")
-    from qam_lite.evaluate import _jit_act
+    from qam_lite.training.evaluate import _jit_act
 
     act = _jit_act(agent.act)
     kw = dict(
@@ -384,9 +384,9 @@ def render_run(
       width, height, shadows: see :func:`make_render_env`.
       command: the command line recorded in the provenance (default: this process's).
     """
-    from qam_lite import logs
-    from qam_lite.evaluate import evaluate
-    from qam_lite.rundir import load_run
+    from qam_lite.training import logs
+    from qam_lite.training.evaluate import evaluate
+    from qam_lite.training.rundir import load_run
 
     run = load_run(run_dir)
     if not 0 <= seed_index < run.config.num_seeds:
@@ -466,7 +466,7 @@ def render_run(
 
 
 def _reset(env):
-    from qam_lite.evaluate import reset_env
+    from qam_lite.training.evaluate import reset_env
 
     reset_env(env, 0)
     return env
@@ -518,14 +518,3 @@ def run_cli(args: argparse.Namespace) -> None:
     if prov["missing"]:
         print(f"no {' or '.join(prov['missing'])} episode among {prov['eval_episodes']}")
     print(json.dumps(prov["files"]))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m qam_lite.render ARGS``: the same as ``qam-lite render ARGS``."""
-    from qam_lite import cli
-
-    return cli.main(["render", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,18 @@
+"""The book's tooling, and all that a chapter imports from it.
+
+A chapter needs three things from here: :func:`pick` / :func:`quick` (``QAM_LITE_QUICK=1``
+shrinks its work for a 2-core CPU), and :data:`REPOSITORY` / :data:`BRANCH` (its Colab badge).
+The machinery lives in the submodules, which import the library and never the reverse:
+
+``chapters``  the chapter files, their hashes, the state of their last run, output checks
+``sync``      Colab badges and install cells, ``literalinclude`` markers, ``.md`` / ``.ipynb`` pairs
+``build``     ``qam-lite book``: execute each chapter once, keep it with its outputs
+``site``      render those executed notebooks as the Jupyter Book 2 site, and check it
+"""
+
+from __future__ import annotations
+
+from qam_lite.book.chapters import BRANCH, REPOSITORY
+from qam_lite.modes import pick, quick
+
+__all__ = ["BRANCH", "REPOSITORY", "pick", "quick"]
