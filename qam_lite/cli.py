@@ -36,7 +36,7 @@ def _book(args: argparse.Namespace) -> None:
 
     if args.sync:
         changed = sync.sync()
-        print(f"synced {len(changed)} chapter(s)")
+        print(f"synced {len(changed)} file(s)")
         return
     from qam_lite.atomic import WriteError
 
@@ -87,7 +87,7 @@ def user_errors():
     from qam_lite.data.tasks import TaskError
     from qam_lite.training.checkpoint import CheckpointError
     from qam_lite.training.rundir import RunFolderError, RunMismatch
-    from qam_lite.training.train import TrainingDiverged
+    from qam_lite.training.session import TrainingDiverged
 
     try:
         yield
@@ -122,12 +122,17 @@ def _generate(args: argparse.Namespace) -> None:
 def make_train_config(args: argparse.Namespace):
     """The run's Config from a ``train`` command line (:func:`~qam_lite.training.settings.resolve`:
     the task's published values, ``--preset``, then ``--set``)."""
+    from qam_lite.config import parse_overrides
     from qam_lite.training.settings import resolve
 
+    overrides = parse_overrides(args.set or [])
+    for key, where in (("task", "the first argument: qam-lite train TASK"), ("agent", "--agent")):
+        if key in overrides:
+            raise UserError(f"--set {key}=... is not accepted; give the {key} with {where}")
     fields = {"download": True} if args.download else {}
     if args.dataset_dir is not None:
         fields["dataset_dir"] = args.dataset_dir
-    return resolve(args.task, args.agent, args.preset, args.set or [], **fields)
+    return resolve(args.task, args.agent, args.preset, overrides, **fields)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -266,6 +271,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qam-lite`` parser, one sub-command per verb (building it loads no JAX)."""
     parser = argparse.ArgumentParser(prog="qam-lite", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
 

@@ -89,6 +89,7 @@ _SYNONYMS = {"learning_rate": "lr", "discount": "gamma", "horizon_length": "hori
 
 
 def suggest(name: str, options: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the option closest to ``name`` (empty when none is)."""
     close = difflib.get_close_matches(name, list(options), n=1)
     if name in _SYNONYMS and _SYNONYMS[name] in options:
         close = [_SYNONYMS[name]]
@@ -96,6 +97,7 @@ def suggest(name: str, options: Iterable[str]) -> str:
 
 
 def check_keys(keys: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` naming the first key that is no :class:`Config` field."""
     for key in keys:
         if key not in FIELDS:
             raise ConfigError(

@@ -124,3 +124,18 @@ def test_python_m_qam_lite_runs_a_verb():
     assert out.returncode == 0 and out.stdout.startswith("usage: qam-lite table"), out.stderr
     mains = [m for m, p in MODULES.items() if '__name__ == "__main__"' in p.read_text()]
     assert mains == [], f"modules with their own main: {mains}"
+
+
+def test_the_readme_map_names_every_module():
+    # The README's library map is the tree itself: every module is named there, under its folder.
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## The library", 1)[1].split("```", 2)[1]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py" and path.parent != PACKAGE:
+            continue  # a folder is named by its line ("data/", ...)
+        rel = path.relative_to(PACKAGE)
+        folder_ok = len(rel.parts) == 1 or f"{rel.parts[0]}/" in block
+        if path.name != "__init__.py" and (path.name not in block or not folder_ok):
+            missing.append(str(rel))
+    assert not missing, f"modules missing from README's library map: {missing}"

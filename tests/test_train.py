@@ -11,17 +11,10 @@ import pytest
 
 from qam_lite.training import checkpoint as ckpt
 from qam_lite.training import logs, rundir
+from qam_lite.training.rundir import CHECKPOINT, RunFolderError, RunMismatch, load_run
+from qam_lite.training.session import TrainingDiverged, call_size
 from qam_lite.training.settings import make_config
-from qam_lite.training.train import (
-    CHECKPOINT,
-    RunFolderError,
-    RunMismatch,
-    TrainingDiverged,
-    call_size,
-    load_run,
-    summary_line,
-    train,
-)
+from qam_lite.training.train import summary_line, train
 
 TASK = "cube-single-play-singletask-task1-v0"  # 200-step episodes: online episodes are short
 FILES = ("metrics.csv", "eval.csv", "curve.png")

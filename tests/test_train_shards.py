@@ -13,8 +13,9 @@ from test_train import compile_once  # noqa: F401  (compile each program once)
 from qam_lite.data import datasets
 from qam_lite.training import logs
 from qam_lite.training import train as train_module
+from qam_lite.training.rundir import CHECKPOINT, RunMismatch, load_run
 from qam_lite.training.settings import make_config
-from qam_lite.training.train import CHECKPOINT, RunMismatch, load_run, train
+from qam_lite.training.train import train
 
 TASK = "puzzle-4x4-task1"
 INTERVAL = 20  # updates per shard (datasets.SHARD_INTERVAL is 1000)

@@ -8,6 +8,7 @@ The machinery lives in the submodules, which import the library and never the re
 ``sync``      Colab badges and install cells, ``literalinclude`` markers, ``.md`` / ``.ipynb`` pairs
 ``build``     ``qam-lite book``: execute each chapter once, keep it with its outputs
 ``site``      render those executed notebooks as the Jupyter Book 2 site, and check it
+``api``       the API reference page (``book/api.md``), generated from the docstrings
 """
 
 from __future__ import annotations

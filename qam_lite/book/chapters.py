@@ -36,6 +36,7 @@ def chapters() -> list[Path]:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (old or new file, never a torn one)."""
     from qam_lite.atomic import write_bytes
 
     write_bytes(path, text.encode())
@@ -92,6 +93,7 @@ STATE_FILE = "state.json"
 
 
 def read_state(out_dir: Path) -> dict:
+    """``state.json`` of an executed book folder (``{}`` when missing or unreadable)."""
     try:
         state = json.loads((out_dir / STATE_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):

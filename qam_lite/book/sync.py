@@ -2,8 +2,9 @@
 
 ``qam-lite book --sync`` rewrites every chapter's Colab badge and install line from
 :data:`~qam_lite.book.chapters.REPOSITORY`, recomputes the line markers of its ``literalinclude``
-blocks from the library's current source, and re-pairs each ``.md`` with its ``.ipynb``
-(jupytext).
+blocks from the library's current source, re-pairs each ``.md`` with its ``.ipynb`` (jupytext)
+and regenerates the API reference page ``book/api.md`` from the library's docstrings
+(:mod:`qam_lite.book.api`).
 """
 
 from __future__ import annotations
@@ -83,8 +84,12 @@ def sync_chapter_text(text: str, chapter: str) -> str:
 
 
 def sync(paths: list[Path] | None = None) -> list[Path]:
-    """Rewrite badges/install cells and re-pair each ``.md`` with its ``.ipynb``; return changed."""
+    """Rewrite badges/install cells, re-pair each ``.md`` with its ``.ipynb`` and regenerate the
+    API reference page (``book/api.md``, :func:`~qam_lite.book.api.api_markdown`); return the
+    changed chapters and pages."""
     import jupytext
+
+    from qam_lite.book.api import API_PAGE, api_markdown
 
     changed = []
     for md in paths or chapters():
@@ -98,4 +103,8 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
             nb = jupytext.reads(new, fmt="md:myst")
             write_text(nb_path, jupytext.writes(nb, fmt="ipynb"))
             changed.append(md)
+    page = api_markdown()
+    if not API_PAGE.exists() or API_PAGE.read_text() != page:
+        write_text(API_PAGE, page)
+        changed.append(API_PAGE)
     return changed

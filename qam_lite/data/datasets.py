@@ -211,7 +211,7 @@ def provenance(task_or_name: str | Task, dataset_dir=None, *, shards_cycled: boo
         shards = find_shards(folder)
         meta = {
             "source": "official-sharded",
-            "folder": str(folder),
+            "folder": folder.name,  # relative to the dataset folder
             "shards": len(shards),
             "first_shard": shards[0].name,
             "shards_cycled": bool(shards_cycled),

@@ -39,6 +39,7 @@ def to_markdown(cells: Sequence[Cell]) -> str:
 
 
 def legend(cells: Sequence[Cell]) -> str:
+    """The line under a table: what the numbers are and what each mark used means."""
     used = sorted(set().union(*(c.marks for c in cells))) if cells else []
     text = "Success rate x 100, mean ± 95 % CI (Student's t over seeds); paper: its released data."
     if used:
@@ -47,6 +48,7 @@ def legend(cells: Sequence[Cell]) -> str:
 
 
 def to_csv(cells: Sequence[Cell]) -> str:
+    """One CSV row per cell (:meth:`~qam_lite.experiments.ours.Cell.as_row`), with a header."""
     buf = io.StringIO()
     rows = [c.as_row() for c in cells]
     fields = list(Cell("task", "", "", 0, 0.0, None, 0, set(), None).as_row())

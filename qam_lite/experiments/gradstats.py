@@ -242,7 +242,7 @@ def measure(
     import jax
 
     from qam_lite.agents import make_agent
-    from qam_lite.training.train import call_size
+    from qam_lite.training.session import call_size
     from qam_lite.training.update import init_states, make_multi_update, seed_keys, step_keys
 
     c = config
@@ -330,22 +330,14 @@ def build_configs(
 
 
 def load_data(config: Config) -> tuple[dict, dict]:
-    """``(data on the device, source record)``: the task's training data as ``train`` reads it."""
+    """``(data on the device, source record)``: the task's training data exactly as ``train``
+    reads it (:func:`qam_lite.training.train.load_data`), with its fingerprint."""
     from qam_lite.chunks import to_device
-    from qam_lite.data import datasets
     from qam_lite.training.rundir import data_fingerprint
-    from qam_lite.training.train import to_sparse
+    from qam_lite.training.train import load_data as training_data
 
-    _, train, _ = datasets.load(config.task, config.dataset_dir, verbose=False)
-    if config.sparse_reward:
-        train = dict(train, rewards=to_sparse(train["rewards"]))
-    try:
-        source = datasets.provenance(config.task, config.dataset_dir)
-    except datasets.DataError:
-        source = {"source": "unknown"}
-    source["path"] = str(datasets.dataset_paths(config.task, config.dataset_dir)[0])
-    source["fingerprint"] = data_fingerprint(train)
-    return to_device(train), source
+    train, source, _ = training_data(config)
+    return to_device(train), dict(source, fingerprint=data_fingerprint(train))
 
 
 def run(

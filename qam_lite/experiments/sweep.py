@@ -26,6 +26,7 @@ processes, which must be able to set the device environment before JAX starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -78,13 +79,23 @@ CLUSTERS = ("local", "slurm")
 
 
 def train_command(config, run_dir: Path) -> list[str]:
-    """The ``qam-lite train`` command line equivalent to one job (recorded as provenance)."""
+    """The ``qam-lite train`` command line equivalent to one job (recorded as provenance).
+
+    Where the data lives is given as ``--dataset-dir`` relative to the current folder when it is
+    inside it (a committed run folder should not carry this machine's absolute paths)."""
     from qam_lite.config import FIELDS, to_dict
 
     values = to_dict(config)
     cmd = ["qam-lite", "train", config.task, "--agent", config.agent, "--out", str(run_dir)]
+    if config.dataset_dir is not None:
+        folder = Path(config.dataset_dir)
+        with contextlib.suppress(ValueError):
+            folder = folder.relative_to(Path.cwd())
+        cmd += ["--dataset-dir", str(folder)]
+    if config.download:
+        cmd.append("--download")
     for name, value in values.items():
-        if name in ("task", "agent") or name not in FIELDS:
+        if name in ("task", "agent", "dataset_dir", "download") or name not in FIELDS:
             continue
         if value is None or isinstance(value, bool):
             text = str(value).lower()
@@ -443,6 +454,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 
 def resources_from_args(args: argparse.Namespace) -> Resources:
+    """The executor's :class:`Resources` from the command line, each value checked."""
     if args.cluster not in CLUSTERS:
         raise SweepError(f"--cluster {args.cluster!r} is unknown; accepted: {', '.join(CLUSTERS)}")
     for name in ("max_parallel", "cpus_per_job", "jobs_per_gpu", "gpus_per_job", "array_size"):

@@ -189,6 +189,7 @@ def _step_arg(text: str) -> int:
 
 
 def parse_steps(items: Sequence[str]) -> list[int] | str:
+    """``--steps``: ``common`` / ``ours`` as they are, else a list of steps (``50K``, ``1e6``)."""
     if len(items) == 1 and items[0] in ("common", "ours"):
         return items[0]
     try:
@@ -209,6 +210,7 @@ def _emit(out: Path | None, name: str, text: str) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> None:
+    """``qam-lite table ARGS``: read the runs, write each asked format and the figures."""
     bad = [f for f in args.format if f not in FORMATS]
     if bad:
         raise TableError(f"unknown format(s) {', '.join(bad)}; accepted: {', '.join(FORMATS)}")

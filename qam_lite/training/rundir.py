@@ -268,12 +268,12 @@ def check_data(out: Path, meta: dict, fingerprint: dict, source: dict) -> None:
     saved = meta.get("data_fingerprint")
     if saved is None or saved == fingerprint:
         return
-    where = meta.get("data_path") or "its original dataset"
+    where = meta.get("data_file") or meta.get("data_path") or "its original dataset"
     raise RunMismatch(
         f"{out} was trained on another dataset ({saved['transitions']} transitions, sha256 "
         f"{saved['sha256'][:12]}..., from {where}) than the one loaded now "
         f"({fingerprint['transitions']} transitions, sha256 {fingerprint['sha256'][:12]}..., "
-        f"from {source.get('path', source.get('source'))}); resuming would mix two datasets in "
+        f"from {source.get('file', source.get('source'))}); resuming would mix two datasets in "
         "one result. Accepted: the original dataset (--dataset-dir), another --out folder, or "
         "--overwrite to start this folder over"
     )
