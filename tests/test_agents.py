@@ -21,6 +21,7 @@ from qam_lite.agents.common import (
     critic_loss,
     critic_target,
     critic_update_terms,
+    flow_actions,
     make_optimizer,
     polyak,
 )
@@ -273,3 +274,24 @@ def test_critic_target_and_loss_against_numpy():
     )
     y2 = rewards + disc * masks * (qn.mean(0) - rho * qn.std(0))
     assert float(loss2) == pytest.approx(np.mean(np.mean((qq - y2) ** 2, 0) * w), rel=1e-5)
+
+
+@pytest.mark.parametrize("agent", ["qam", "bam"])
+def test_at_tau_zero_the_policy_is_the_behaviour_flow(agent):
+    # The published sample_actions acts with the "slow" actor (f_beta) when inv_temp == 0, for
+    # acting and for the critic's next actions; at tau > 0 with f_theta.
+    obs, key = jax.random.normal(jax.random.key(4), (B, OBS)), jax.random.key(5)
+    for tau, name in ((0.0, "bc_flow"), (1.0, "actor")):
+        ag = make_agent(tiny(agent, tau=tau), OBS, ACT)
+        state = ag.init(jax.random.key(1))
+        networks = qam_module.make_networks(ag.config, OBS, H * ACT)
+        want = flow_actions(
+            networks.apply[name], state.params[name], obs, key, H * ACT, ag.config.flow_steps
+        )
+        other = "actor" if name == "bc_flow" else "bc_flow"
+        not_want = flow_actions(
+            networks.apply[other], state.params[other], obs, key, H * ACT, ag.config.flow_steps
+        )
+        got = ag.act(state, obs, key)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(got, not_want, atol=1e-4)

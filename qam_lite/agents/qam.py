@@ -62,10 +62,13 @@ class Head(NamedTuple):
 
 
 def flow_policy(networks: Networks, params, obs, key, config: Config, chunk_dim: int):
-    """QAM's policy: ``clip(EulerODE(f_theta, s))`` from ``N(0, I)``."""
-    return flow_actions(
-        networks.apply["actor"], params["actor"], obs, key, chunk_dim, config.flow_steps
-    )
+    """QAM's policy: ``clip(EulerODE(f_theta, s))`` from ``N(0, I)``; at ``tau = 0`` the
+    behaviour flow's ``clip(EulerODE(f_beta, s))`` instead, as the published ``sample_actions``
+    does (its ``inv_temp == 0`` acts with the "slow" actor, f_beta), for acting and for the
+    critic's next actions alike. At ``tau = 0`` the target policy *is* ``pi_beta``; f_beta is it
+    exactly, while f_theta only approaches it as its regression converges."""
+    name = "bc_flow" if config.tau == 0 else "actor"
+    return flow_actions(networks.apply[name], params[name], obs, key, chunk_dim, config.flow_steps)
 
 
 def make_networks(
