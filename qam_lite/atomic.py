@@ -4,7 +4,9 @@ Every file a run keeps (checkpoint, CSV tables, JSON records, the curve) is writ
 a temporary file with a unique name in the same folder, flushed and ``fsync``-ed, moved over the
 target with ``os.replace`` (atomic on POSIX and Windows), then the folder itself is ``fsync``-ed
 so the rename survives a power cut. A failed write (disk full, read-only folder) removes its
-temporary file and leaves the previous version in place.
+temporary file and leaves the previous version in place. The file gets the mode an ordinary
+``open(path, "w")`` would give it (``0o666`` less the umask): ``mkstemp``'s private ``0o600``
+would hide results from colleagues on a shared cluster.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ def describe(err: OSError, path: str | Path) -> str:
     return f"cannot write {path}: {why}"
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (one call, no file opened).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_with(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Atomically replace ``path`` by what ``write(file)`` writes to a binary file object.
 
@@ -61,6 +70,7 @@ def write_with(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())

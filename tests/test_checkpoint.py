@@ -1,6 +1,8 @@
 """Checkpoints and run logs: exact round trips, refusal of mismatched files, atomic writes."""
 
 import errno
+import os
+import stat
 import pickle
 from pathlib import Path
 
@@ -179,3 +181,31 @@ def test_curve_plot_written(tmp_path):
     )
     out = logs.plot_curve(path, tmp_path / "c.png", title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_atomic_files_get_the_mode_of_the_users_umask(tmp_path, umask, mode):
+    # mkstemp makes 0600 files; results written atomically must be as readable as open() makes
+    # them (colleagues on a shared cluster read each other's run folders).
+    old = os.umask(umask)
+    try:
+        path = atomic.write_bytes(tmp_path / "x.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_table_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
+    from qam_lite.experiments import table
+
+    (tmp_path / "table.md").write_text("old table\n")
+
+    def full(fd):  # the data reaches the disk at fsync: there it does not fit
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(atomic.WriteError, match="no space left"):
+        table._emit(tmp_path, "table.md", "new table\n" * 1000)
+    monkeypatch.undo()
+    assert (tmp_path / "table.md").read_text() == "old table\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qam_lite.atomic import write_bytes
 from qam_lite.experiments.formats import (
     ranking_markdown,
     to_csv,
@@ -205,7 +206,7 @@ def _emit(out: Path | None, name: str, text: str) -> None:
         print(text)
         return
     out.mkdir(parents=True, exist_ok=True)
-    (out / name).write_text(text)
+    write_bytes(out / name, text.encode())  # old or new file, never a torn one (disk full)
     print(f"wrote {out / name}")
 
 
