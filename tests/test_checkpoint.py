@@ -209,3 +209,18 @@ def test_a_table_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch, c
     monkeypatch.undo()
     assert (tmp_path / "table.md").read_text() == "old table\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
+
+
+def test_a_run_folder_refuses_a_checkpoint_of_another_run(tmp_path):
+    # A BC checkpoint copied into a QAM run folder must not be evaluated or rendered as QAM.
+    from qam_lite.config import to_dict
+    from qam_lite.training.rundir import RunMismatch, load_run
+    from qam_lite.training.settings import make_config
+
+    task = "cube-single-play-singletask-task1-v0"
+    qam, bc = make_config(task, "qam"), make_config(task, "bc")
+    logs.write_json(tmp_path / "config.json", to_dict(qam))
+    meta = {"config": to_dict(bc), "obs_dim": 3, "action_dim": 2, "step": 10, "phase": "done"}
+    ckpt.save(tmp_path / "checkpoint.npz", {"states": {"a": jnp.ones(2)}}, meta)
+    with pytest.raises(RunMismatch, match=r"agent: checkpoint 'bc' vs config.json 'qam'"):
+        load_run(tmp_path)

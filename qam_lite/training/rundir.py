@@ -339,6 +339,19 @@ def load_run(run_dir: str | Path) -> Run:
             f"{run_dir} has no {CHECKPOINT}; accepted: a run folder written by `qam-lite train`"
         )
     meta = ckpt.read_meta(path)
+    recorded = _read_json(Path(run_dir) / "config.json")
+    if recorded is not None:
+        # A checkpoint copied in from another run would otherwise be evaluated (or rendered)
+        # under this folder's name as if it were this run's.
+        diff = [
+            d.replace("saved", "checkpoint").replace("now", "config.json")
+            for d in _config_diff(meta["config"], recorded)
+        ]
+        if diff:
+            raise RunMismatch(
+                f"{path} is not the checkpoint of the run in {run_dir}: it differs from "
+                f"config.json in {'; '.join(diff)}; accepted: the run folder's own checkpoint"
+            )
     config = from_dict(meta["config"])
     agent = make_agent(config, meta["obs_dim"], meta["action_dim"])
     states, meta = ckpt.load(path, {"states": init_states(agent, config)})
