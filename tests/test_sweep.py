@@ -325,3 +325,20 @@ def _done(run_dir: Path) -> bool:
 
     path = run_dir / "checkpoint.npz"
     return path.exists() and ckpt.read_meta(path).get("phase") == "done"
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        (b"tasks = 5\n", "tasks = 5 is invalid; accepted: a task or domain name"),
+        (b'tasks = ["scene-play"]\nout = 42\n', "out = 42 is invalid; accepted: a folder path"),
+        (b'tasks = ["scene-play"]\nnum_seeds = 0\n', "num_seeds = 0 is invalid"),
+        (b'name = "caf\xe9"\n', "not UTF-8 text"),
+    ],
+)
+def test_a_spec_file_of_the_wrong_kind_is_one_line(tmp_path, capsys, text, said):
+    spec = tmp_path / "spec.toml"
+    spec.write_bytes(text)
+    assert main(["sweep", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -171,7 +171,12 @@ def load_spec(source: str | None) -> SweepSpec:
             f"{', '.join(NAMED_SPECS)}, or a path to a .toml file"
         )
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SweepError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+            "accepted: a UTF-8 TOML file"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise SweepError(f"{path}: not valid TOML ({err})") from None
     unknown = sorted(set(data) - _SPEC_KEYS)
@@ -186,7 +191,36 @@ def load_spec(source: str | None) -> SweepSpec:
     for key in ("tasks", "agents"):
         if key in data and isinstance(data[key], str):
             data[key] = [data[key]]
+    for key, value in data.items():
+        accepted = _SPEC_TYPES[key]
+        if not _is_a(value, accepted[0]):
+            raise SweepError(f"{path}: {key} = {value!r} is invalid; accepted: {accepted[1]}")
     return SweepSpec(**data, overrides=dict(overrides))
+
+
+#: What each spec key accepts (a TOML file can hold any type anywhere).
+_SPEC_TYPES = {
+    "name": ("str", "a string"),
+    "tasks": ("list[str]", "a task or domain name, or a list of them"),
+    "agents": ("list[str]", "an agent name, or a list of them"),
+    "num_seeds": ("int>0", "an integer >= 1"),
+    "seed": ("int>=0", "an integer >= 0"),
+    "preset": ("str", "a preset name"),
+    "out": ("str", "a folder path"),
+    "dataset_dir": ("str", "a folder path"),
+    "download": ("bool", "true or false"),
+}
+
+
+def _is_a(value: Any, kind: str) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    return ok and (value >= 1 if kind == "int>0" else value >= 0)
 
 
 @dataclasses.dataclass
