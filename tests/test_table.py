@@ -226,3 +226,34 @@ def test_ranking_compares_agents_at_a_shared_step(tmp_path, capsys):
     assert "| task / domain | qam - bc | qam - fql |" in capsys.readouterr().out
     assert main(["table", str(root), "--steps", "ours", "--vs", "bam"]) == 2
     assert "--vs bam: no runs of that agent; accepted: bc, fql, qam" in capsys.readouterr().err
+
+
+def test_a_damaged_folder_is_left_out_with_a_line_and_torn_rows_are_skipped(runs_dir, capsys):
+    (runs_dir / "bc" / "config.json").write_text('{"task": "cube-single')  # cut mid-write
+    write_run(runs_dir / "junk", T2, "fql", [(50000, 0, "lots")])  # a value that is no number
+    write_run(runs_dir / "nowhere", "cube-sextuple-play-singletask-task1-v0", "qam", [])
+    torn = runs_dir / T1 / "qam" / "eval.csv"
+    torn.write_text(torn.read_text() + "150000,0,off")  # a row cut by a crash
+    runs = ours.find_runs([runs_dir])
+    err = capsys.readouterr().err
+    assert {r.path.name for r in runs} == {"qam", "t2s0", "t2s1", "fql-a", "fql-b", "p44", "scene"}
+    assert f"{runs_dir / 'bc' / 'config.json'}: not a readable JSON record" in err
+    assert f"{runs_dir / 'junk' / 'eval.csv'}: a row that is not" in err
+    assert f"{runs_dir / 'nowhere' / 'config.json'}: " in err and "unknown" in err
+    assert max(next(r for r in runs if r.path.name == "qam").success) == 100000
+    assert main(["table", str(runs_dir)]) == 0  # the table of the rest
+
+
+def test_runs_of_two_configurations_are_not_pooled(tmp_path, capsys):
+    write_run(tmp_path / "tau1", T1, "qam", [(50000, 0, 0.5)])
+    write_run(tmp_path / "tau10", T1, "qam", [(50000, 1, 0.1)])
+    config = json.loads((tmp_path / "tau10" / "config.json").read_text())
+    (tmp_path / "tau10" / "config.json").write_text(json.dumps(config | {"tau": 10.0}))
+    with pytest.raises(paper.TableError, match=r"runs of qam on .* differ in tau = None in"):
+        ours.build(ours.find_runs([tmp_path]))
+    assert main(["table", str(tmp_path)]) == 2
+    assert "differ in tau" in capsys.readouterr().err
+    # Seeds and the schedule's length may differ: those runs pool.
+    config = json.loads((tmp_path / "tau1" / "config.json").read_text())
+    (tmp_path / "tau10" / "config.json").write_text(json.dumps(config | {"offline_steps": 9}))
+    assert len(ours.build(ours.find_runs([tmp_path]))) > 0

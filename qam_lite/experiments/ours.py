@@ -22,9 +22,9 @@ The intervals are :mod:`qam_lite.experiments.stats`'; the writers are in
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -65,10 +65,16 @@ class Run:
     agent: str
     success: dict[int, dict[int, float]]  # step -> seed -> success %
     marks: set[str]
+    config: dict = dataclasses.field(default_factory=dict)  # its config.json
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Every run folder at or below ``paths`` (a folder with ``config.json`` and ``eval.csv``)."""
+    """Every run folder at or below ``paths`` (a folder with ``config.json`` and ``eval.csv``).
+
+    A damaged folder (unreadable ``config.json``, an ``eval.csv`` with values that are not
+    numbers, an unknown task) is left out with one line on stderr naming it and why: one bad
+    folder does not cost the whole table. A row cut by a crash mid-write is skipped.
+    """
     runs = []
     for root in map(Path, paths):
         if not root.exists():
@@ -76,23 +82,58 @@ def find_runs(paths: Iterable[str | Path]) -> list[Run]:
         for config_path in sorted(root.rglob("config.json")):
             folder = config_path.parent
             if (folder / "eval.csv").exists():
-                runs.append(read_run(folder))
+                try:
+                    runs.append(read_run(folder))
+                except TableError as err:
+                    print(f"qam-lite table: warning: {err}; left out", file=sys.stderr)
     return runs
 
 
 def read_run(folder: Path) -> Run:
-    """Read one run folder (see :class:`Run`)."""
-    from qam_lite.data.tasks import parse_task
+    """Read one run folder (see :class:`Run`); :class:`TableError` names what is damaged."""
+    from qam_lite.data.tasks import TaskError, parse_task
+    from qam_lite.training.logs import read_rows
 
-    config = json.loads((folder / "config.json").read_text())
+    def read_json(path: Path) -> dict:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TableError(f"{path}: not a readable JSON record ({err})") from None
+        if not isinstance(data, dict):
+            raise TableError(f"{path}: not a JSON object")
+        return data
+
+    config = read_json(folder / "config.json")
     prov_path = folder / "provenance.json"
-    prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
-    task = parse_task(config["task"])
+    prov = read_json(prov_path) if prov_path.exists() else {}
+    try:
+        task = parse_task(config["task"])
+        agent = config["agent"]
+    except KeyError as err:
+        raise TableError(f"{folder / 'config.json'}: no {err.args[0]!r} entry") from None
+    except TaskError as err:
+        raise TableError(f"{folder / 'config.json'}: {err}") from None
     success: dict[int, dict[int, float]] = defaultdict(dict)
-    with open(folder / "eval.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            success[int(row["step"])][int(row["seed"])] = 100.0 * float(row["success_rate"])
-    return Run(folder, task.name, config["agent"], dict(success), marks_for(config, prov, task))
+    for row in read_rows(folder / "eval.csv"):  # skips a row torn by a crash mid-write
+        try:
+            step, seed = int(row["step"]), int(row["seed"])
+            success[step][seed] = 100.0 * float(row["success_rate"])
+        except (KeyError, TypeError, ValueError):
+            raise TableError(
+                f"{folder / 'eval.csv'}: a row that is not step/seed/success numbers ({row})"
+            ) from None
+    return Run(folder, task.name, agent, dict(success), marks_for(config, prov, task), config)
+
+
+#: Config fields that may differ between runs pooled into one cell: the seeds, where the data
+#: lives, and the schedule's length and bookkeeping (a 20K run and a 50K run of the same
+#: configuration agree at every step both reach). Any other difference keeps runs apart.
+POOLED_FIELDS = frozenset(
+    {
+        "seed", "num_seeds", "dataset_dir", "download", "offline_steps", "eval_interval",
+        "eval_episodes", "log_interval", "checkpoint_interval", "updates_per_call",
+    }
+)  # fmt: skip
 
 
 def marks_for(config: dict, prov: dict, task) -> set[str]:
@@ -161,10 +202,32 @@ class Cell:
 
 
 def collect(runs: Sequence[Run]) -> dict[tuple[str, str], tuple[dict, set[str]]]:
-    """``{(task, agent): ({step: {seed: %}}, marks)}``; a seed seen twice keeps its first run."""
+    """``{(task, agent): ({step: {seed: %}}, marks)}``; a seed seen twice keeps its first run.
+
+    Runs of one (task, agent) whose configs differ in anything but :data:`POOLED_FIELDS` (e.g.
+    QAM at ``tau`` 1 and at ``tau`` 10) are refused with a :class:`TableError` naming the
+    settings: pooling them would make a cell whose value depends on which folders were given.
+    """
     out: dict[tuple[str, str], tuple[dict, set[str]]] = {}
+    first: dict[tuple[str, str], Run] = {}
     for run in runs:
-        steps, marks = out.setdefault((run.task, run.agent), ({}, set()))
+        key = (run.task, run.agent)
+        ref = first.setdefault(key, run)
+        differ = sorted(
+            k
+            for k in (set(ref.config) | set(run.config)) - POOLED_FIELDS
+            if ref.config.get(k) != run.config.get(k)
+        )
+        if differ:
+            said = "; ".join(
+                f"{k} = {ref.config.get(k)!r} in {ref.path}, {run.config.get(k)!r} in {run.path}"
+                for k in differ
+            )
+            raise TableError(
+                f"runs of {run.agent} on {run.task} differ in {said}; accepted: runs of one "
+                "configuration per (task, agent): give the others to a separate table"
+            )
+        steps, marks = out.setdefault(key, ({}, set()))
         marks |= run.marks
         for step, seeds in run.success.items():
             for seed, value in seeds.items():
