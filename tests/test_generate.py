@@ -375,3 +375,36 @@ def test_generate_does_not_import_back():
     ]
     assert not [m for m in names if m and "generate" in m], names
     assert json.loads(json.dumps(generate.settings_for("scene-play", 3)))["health_check"]
+
+
+def test_killed_between_the_two_files_the_same_command_finishes(tmp_path, monkeypatch):
+    # Killed (or out of disk) after <dataset>.npz and before <dataset>-val.npz: the rerun the
+    # message asks for must assemble the files, not refuse because one already exists.
+    args = ("pointmaze-medium-navigate", 12)
+    kw = dict(episode_length=30, workers=1, progress=False)
+    reference = generate.generate(*args, tmp_path / "ref", **kw)
+    real, root = generate.save_atomic, tmp_path / "run"
+
+    def killed_at_the_val_file(path, arrays):
+        if path.name.endswith("-val.npz"):
+            (path.parent / f".{path.name}.123.tmp").write_bytes(b"half")  # SIGKILL mid-write
+            raise KeyboardInterrupt
+        return real(path, arrays)
+
+    monkeypatch.setattr(generate, "save_atomic", killed_at_the_val_file)
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate(*args, root, **kw)
+    monkeypatch.undo()
+    assert (root / "pointmaze-medium-navigate-v0.npz").exists()
+    assert not (root / "pointmaze-medium-navigate-v0-val.npz").exists()
+    finished = generate.generate(*args, root, **kw)  # the same command, no --overwrite
+    _same_files(reference, finished)
+    left = sorted(p.name for p in root.iterdir())
+    assert left == [
+        ".pointmaze-medium-navigate-v0.generate.lock",
+        "pointmaze-medium-navigate-v0-val.npz",
+        "pointmaze-medium-navigate-v0.npz",
+    ]
+    # Without unfinished shards of the same run, an existing file is still protected.
+    with pytest.raises(datasets.DataError, match="already exist; pass --overwrite"):
+        generate.generate(*args, root, **kw)

@@ -386,15 +386,17 @@ def generate(
             raise DataError(f"{arg} must be an integer >= {low}, got {value!r}")
     root = data_dir(dataset_dir)
     train_path, val_path = dataset_paths(task, root)
+    settings = settings_for(task.dataset, num_episodes, seed=seed, episode_length=episode_length)
     existing = [str(p) for p in (train_path, val_path) if p.exists()]
-    if existing and not overwrite:
+    # Shards of this very run still on disk mean it has not finished (they are removed only
+    # once both files are written): a rerun continues it, whatever files it had already made.
+    unfinished = _Parts.holds(root / f"{task.dataset}.parts", settings)
+    if existing and not overwrite and not unfinished:
         raise DataError(
             f"{' and '.join(existing)} already exist; pass --overwrite (overwrite=True) to "
-            f"replace them"
+            f"replace them" + ("" if len(existing) == 2 else " (both files are made again)")
         )
     check_writable(root, f"generate {task.dataset}")
-
-    settings = settings_for(task.dataset, num_episodes, seed=seed, episode_length=episode_length)
     with _exclusive(root, task.dataset):
         return _generate(settings, root, workers, progress, train_path, val_path)
 
@@ -415,6 +417,8 @@ def _exclusive(root: Path, dataset: str):
     try:
         yield
     finally:
+        # The empty lock file stays: deleting it would let a process that opened it before the
+        # deletion and one that creates a new one both hold "the" lock.
         lock.release()
 
 
@@ -423,6 +427,9 @@ def _generate(settings, root, workers, progress, train_path, val_path) -> tuple[
     dataset, seed = settings["dataset"], settings["seed"]
     episode_length = settings["episode_length"]
     parts = _Parts(root / f"{dataset}.parts", settings)
+    # Temporary files of a final write that a kill interrupted (ours: the lock is held).
+    for stale in (*root.glob(f".{dataset}.npz.*.tmp"), *root.glob(f".{dataset}-val.npz.*.tmp")):
+        stale.unlink(missing_ok=True)
     jobs = []
     for split, count in ((0, settings["episodes"]), (1, settings["val_episodes"])):
         for first in range(0, count, SHARD):
@@ -479,6 +486,14 @@ class _Parts:
     ``settings.json`` holds the run's settings; shards from a run with other settings (or a
     damaged shard file) are discarded rather than mixed in.
     """
+
+    @staticmethod
+    def holds(folder: Path, settings: dict) -> bool:
+        """Whether ``folder`` holds shards of a run with exactly these settings."""
+        try:
+            return json.loads((folder / "settings.json").read_text()) == settings
+        except (OSError, ValueError):
+            return False
 
     def __init__(self, folder: Path, settings: dict):
         self.folder, self.settings, self.reused = folder, settings, 0
