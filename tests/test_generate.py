@@ -408,3 +408,12 @@ def test_killed_between_the_two_files_the_same_command_finishes(tmp_path, monkey
     # Without unfinished shards of the same run, an existing file is still protected.
     with pytest.raises(datasets.DataError, match="already exist; pass --overwrite"):
         generate.generate(*args, root, **kw)
+
+
+def test_a_train_and_val_file_of_two_runs_are_refused(tmp_path):
+    kw = dict(episode_length=30, workers=1, progress=False)
+    a = generate.generate("pointmaze-medium-navigate", 3, tmp_path / "a", **kw)
+    b = generate.generate("pointmaze-medium-navigate", 3, tmp_path / "b", seed=1, **kw)
+    os.replace(b[0], a[0])  # seed 1's training file beside seed 0's validation file
+    with pytest.raises(datasets.DatasetError, match=r"two different generate runs \(seed: 1 vs 0"):
+        datasets.load("pointmaze-medium-navigate-singletask-task1-v0", tmp_path / "a")

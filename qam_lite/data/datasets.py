@@ -300,11 +300,36 @@ def load(
         fetch(missing, timeout=timeout)
     for path in (train_path, val_path):
         check_file(path, task, root)
+    check_pair(train_path, val_path, task, root)
     env, train, val = _ogbench_load(task, root, None, None)
     out = [_finish(d, task, path, env, root) for d, path in ((train, train_path), (val, val_path))]
     if verbose:
         _say_source(task, root, train_path, len(out[0]["rewards"]))
     return env, out[0], out[1]
+
+
+#: Generation settings that differ between a dataset's two files by design.
+_PER_FILE = frozenset({"split", "episodes_in_file", "discarded_episodes", "resumed_shards", "date"})
+
+
+def check_pair(train_path: Path, val_path: Path, task: Task, root: Path) -> None:
+    """Refuse a training file and a validation file made by two different ``generate`` runs
+    (e.g. ``--overwrite --seed 1`` killed between the two files, leaving a seed-1 training
+    file beside a seed-0 validation file). Official files (no record) are not checked."""
+    try:
+        records = [read_provenance(p) for p in (train_path, val_path)]
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return  # check_file has read both; a damaged record is not this check's business
+    if None in records:
+        return
+    first, second = ({k: v for k, v in r.items() if k not in _PER_FILE} for r in records)
+    differ = sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))
+    if differ:
+        said = "; ".join(f"{k}: {first.get(k)!r} vs {second.get(k)!r}" for k in differ)
+        raise DatasetError(
+            f"{train_path.name} and {val_path.name} in {root} come from two different generate "
+            f"runs ({said}); {fix_hint(task, root)}"
+        )
 
 
 def _say_source(task: Task, root: Path, train_path: Path, n: int) -> None:
