@@ -212,7 +212,10 @@ def _sweep(args: argparse.Namespace) -> None:
         except SweepError as err:
             raise UserError(str(err)) from err
     if failed:
-        raise UserError(f"{failed} job(s) failed; their stderr.log says why")
+        raise UserError(
+            f"{failed} job(s) did not finish (the lines above say which): a failed job's "
+            "stderr.log says why; a stopped one continues when the same command runs again"
+        )
 
 
 def _table(args: argparse.Namespace) -> None:

@@ -253,7 +253,7 @@ def test_damaged_shard_or_changed_settings_are_redone(tmp_path, monkeypatch):
 
 def test_ctrl_c_in_the_cli_keeps_shards_and_says_so(tmp_path):
     """A real SIGINT to `qam-lite generate` (worker pool): exit 130, the message, shards kept."""
-    cmd = [sys.executable, "-m", "qam_lite.cli", "generate", "pointmaze-medium-navigate"]
+    cmd = [sys.executable, "-m", "qam_lite", "generate", "pointmaze-medium-navigate"]
     cmd += ["--episodes", "200", "--episode-length", "50", "--workers", "2", "--no-progress"]
     cmd += ["--dataset-dir", str(tmp_path)]
     parts = tmp_path / "pointmaze-medium-navigate-v0.parts"

@@ -268,7 +268,7 @@ def test_local_sweep_killed_and_rerun_finishes_every_run_once(tmp_path, data_dir
     SIGKILLed once a checkpoint exists, then rerun: every run ends done, each evaluation step
     logged once per run, finished runs are not started again."""
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "qam_lite.cli", "sweep", *tiny_args(data_dir, out)]
+    cmd = [sys.executable, "-m", "qam_lite", "sweep", *tiny_args(data_dir, out)]
     cmd += ["--max-parallel", "2"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     run_dirs = [out / t / a for t in TASKS for a in ("qam", "bc")]
@@ -342,3 +342,39 @@ def test_a_spec_file_of_the_wrong_kind_is_one_line(tmp_path, capsys, text, said)
     assert main(["sweep", str(spec), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_job_stopped_by_a_signal_is_not_reported_done(tmp_path, data_dir, capsys, monkeypatch):
+    # SIGINT to a job's training: train saves and returns interrupted; the sweep must say the
+    # job stopped (and exit non-zero), not "done ... 2 job(s) done, 0 failed".
+    class Job:
+        job_id = "1"
+
+        def __init__(self, fn):
+            self.fn = fn
+
+        def done(self):
+            return True
+
+        def result(self):
+            agent = self.fn.config_dict["agent"]
+            return {"interrupted": agent == "bc", "stopped_by": "signal", "step": 300,
+                    "total_steps": 600, "success_rate": 0.0}  # fmt: skip
+
+    class Executor:
+        def __init__(self, folder):
+            pass
+
+        def update_parameters(self, **kw):
+            pass
+
+        def submit(self, fn):
+            return Job(fn)
+
+    monkeypatch.setattr(sweep.submitit, "LocalExecutor", Executor)
+    argv = ["sweep", *tiny_args(data_dir, tmp_path / "runs"), "--max-parallel", "1"]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "stopped" in out and "at step 300 of 600 (signal; checkpoint saved)" in out
+    assert "job(s) done, 2 stopped before the end, 0 failed" in out
+    assert "did not finish" in err

@@ -349,7 +349,7 @@ def test_call_size_divides_every_interval():
 def _cli(config_settings, data_dir, out):
     import sys
 
-    argv = [sys.executable, "-m", "qam_lite.cli", "train", TASK, "--agent", "qam"]
+    argv = [sys.executable, "-m", "qam_lite", "train", TASK, "--agent", "qam"]
     for key, value in config_settings.items():
         value = ",".join(map(str, value)) if isinstance(value, tuple) else value
         argv += ["--set", f"{key}={value}"]

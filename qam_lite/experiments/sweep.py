@@ -318,6 +318,14 @@ def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_
                 try:
                     summary = job.result()
                     results.append(summary)
+                    if summary.get("interrupted"):  # a signal stopped it: saved, not done
+                        print(
+                            f"stopped {run.task} x {run.agent} at step {summary['step']} of "
+                            f"{summary['total_steps']} ({summary.get('stopped_by')}; checkpoint "
+                            "saved): rerun the sweep to continue it",
+                            flush=True,
+                        )
+                        continue
                     rate = summary.get("success_rate")
                     shown = "n/a" if rate is None else f"{100 * rate:.1f}%"
                     print(f"done {run.task} x {run.agent}: success {shown}", flush=True)
@@ -480,7 +488,7 @@ def resources_from_args(args: argparse.Namespace) -> Resources:
 
 def run_cli(args: argparse.Namespace) -> int:
     """``qam-lite sweep``: plan, print, then run (local) or submit (slurm); returns the number
-    of failed jobs."""
+    of jobs that did not finish (failed, or stopped by a signal with their checkpoint saved)."""
     spec = spec_from_args(args)
     res = resources_from_args(args)
     if res.cluster == "slurm" and not args.dry_run:
@@ -498,5 +506,10 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     results = run_local(spec, runs, res)
     failed = [r for r in results if "error" in r]
-    print(f"sweep {spec.name!r}: {len(results) - len(failed)} job(s) done, {len(failed)} failed")
-    return len(failed)
+    stopped = [r for r in results if r.get("interrupted")]
+    done = len(results) - len(failed) - len(stopped)
+    print(
+        f"sweep {spec.name!r}: {done} job(s) done, {len(stopped)} stopped before the end, "
+        f"{len(failed)} failed"
+    )
+    return len(failed) + len(stopped)
