@@ -2,8 +2,8 @@
 
 import errno
 import os
-import stat
 import pickle
+import stat
 from pathlib import Path
 
 import jax

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from qam_lite.config import AGENTS, Config, ConfigError, from_dict, parse_overrides, to_dict
+from qam_lite.data.tasks import parse_task
 from qam_lite.training.settings import DOMAINS, make_config
 
 
@@ -75,7 +76,7 @@ def test_every_paper_domain_has_settings_and_shared_defaults():
         0.005,
     )
     assert c.actor_hidden == c.critic_hidden == (512, 512, 512, 512)
-    assert c.agent == "fql" and c.domain == "cube-quadruple-play"
+    assert c.agent == "fql" and parse_task(c.task).domain == "cube-quadruple-play"
 
 
 def test_overrides_win_over_domain_defaults():

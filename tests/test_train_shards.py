@@ -88,7 +88,7 @@ def test_shards_cycle_resume_exactly_and_are_recorded(shards, tmp_path):
 
     prov = json.loads((full / "provenance.json").read_text())
     data = prov["data"]
-    assert data["source"] == "official-sharded" and data["path"] == str(folder)
+    assert data["source"] == "official-sharded" and data["file"] == folder.name
     assert data["shards_cycled"] is True and data["paper_comparable"] is True
     assert data["shards"] == data["shards_used"] == 3 and data["shard_interval"] == INTERVAL
     assert prov["data_fingerprint"]["shards"] == 3
