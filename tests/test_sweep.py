@@ -13,6 +13,7 @@ import pytest
 
 from qam_lite.cli import main
 from qam_lite.experiments import plan, sweep
+from qam_lite.training.settings import make_config
 
 TINY = {
     "actor_hidden": "16,16",
@@ -378,3 +379,49 @@ def test_a_job_stopped_by_a_signal_is_not_reported_done(tmp_path, data_dir, caps
     assert "stopped" in out and "at step 300 of 600 (signal; checkpoint saved)" in out
     assert "job(s) done, 2 stopped before the end, 0 failed" in out
     assert "did not finish" in err
+
+
+def test_a_run_folder_held_by_an_orphaned_job_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    # The sweep's parent was SIGKILLed and its job runs on: a rerun must not start a duplicate
+    # that dies in a traceback; it says which process holds the folder.
+    out = tmp_path / "runs"
+    held = out / TASKS[0] / "qam"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom qam_lite.training.rundir import locked\n"
+         f"with locked({str(held)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        submitted = []
+
+        class Executor:
+            def __init__(self, folder):
+                pass
+
+            def update_parameters(self, **kw):
+                pass
+
+            def submit(self, fn):
+                submitted.append(fn.run_dir)
+                raise RuntimeError("only the free runs get here")
+
+        monkeypatch.setattr(sweep.submitit, "LocalExecutor", Executor)
+        with pytest.raises(RuntimeError, match="only the free runs"):
+            spec = plan.SweepSpec(tasks=[TASKS[0]], agents=["qam", "bc"], out=str(out))
+            configs = {a: make_config(TASKS[0], a) for a in ("qam", "bc")}
+            sweep.run_local(
+                spec,
+                [plan.PlannedRun(TASKS[0], "qam", configs["qam"], held, "new", 0),
+                 plan.PlannedRun(TASKS[0], "bc", configs["bc"], out / TASKS[0] / "bc", "new", 0)],
+                sweep.Resources(cluster="local", max_parallel=1),
+                poll_s=0.01,
+            )  # fmt: skip
+    finally:
+        holder.kill()
+    printed = capsys.readouterr().out
+    said = f"FAILED {TASKS[0]} x qam: its run folder {held} is in use by pid {holder.pid}"
+    assert said in printed
+        f"FAILED {TASKS[0]} x qam: its run folder {held} is in use by pid {holder.pid}" in printed
+    )
+    assert submitted == [str(out / TASKS[0] / "bc")]  # the held one was not started again

@@ -31,6 +31,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -287,6 +288,7 @@ def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_
     """Run the unfinished runs with submitit's LocalExecutor, at most one job per slot."""
     _need_submitit()
     from qam_lite.config import to_dict
+    from qam_lite.training.rundir import in_use  # here: rundir's imports load JAX
 
     slots = [(env | compile_cache_env(spec), cpus) for env, cpus in local_slots(res)]
     folder = Path(spec.out) / ".submitit"
@@ -302,6 +304,17 @@ def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_
         while todo or running:
             while todo and free:
                 slot, run = free.pop(0), todo.pop(0)
+                holder = in_use(run.run_dir)
+                if holder is not None:  # e.g. a job of an earlier sweep whose parent was killed
+                    free.append(slot)
+                    why = f"its run folder {run.run_dir} is in use by {holder}"
+                    results.append({"task": run.task, "agent": run.agent, "error": why})
+                    print(
+                        f"FAILED {run.task} x {run.agent}: {why}; wait for that process "
+                        "to finish (or stop it), then run the same command again",
+                        flush=True,
+                    )
+                    continue
                 env, cpus = slots[slot]
                 job = executor.submit(
                     SweepJob(to_dict(run.config), str(run.run_dir), spec.name, env, cpus)
@@ -331,9 +344,12 @@ def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_
                     print(f"done {run.task} x {run.agent}: success {shown}", flush=True)
                 except Exception as err:  # noqa: BLE001 - reported per job, sweep continues
                     results.append({"task": run.task, "agent": run.agent, "error": str(err)})
+                    cause = _cause(Path(run.run_dir) / "stderr.log") or (
+                        str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+                    )
                     print(
-                        f"FAILED {run.task} x {run.agent}: see {run.run_dir}/stderr.log "
-                        f"({str(err).strip().splitlines()[-1] if str(err).strip() else err})",
+                        f"FAILED {run.task} x {run.agent}: {cause} (the whole traceback: "
+                        f"{run.run_dir}/stderr.log)",
                         flush=True,
                     )
     except KeyboardInterrupt:
@@ -341,6 +357,24 @@ def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_
             job.cancel()  # SIGINT: each training saves its checkpoint
         raise
     return results
+
+
+_EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Interrupt)): (.*)$"
+)
+
+
+def _cause(stderr_log: Path) -> str | None:
+    """The last ``SomeError: message`` line of a job's stderr (the traceback's own summary)."""
+    try:
+        lines = stderr_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        match = _EXCEPTION_LINE.match(line.strip())
+        if match and match[1] not in ("FailedJobError", "UncompletedJobError"):
+            return f"{match[1]}: {match[2]}"
+    return None
 
 
 def slurm_executor(spec: SweepSpec, res: Resources):

@@ -127,6 +127,26 @@ def locked(out: str | Path) -> Iterator[Path]:
         lock.release()
 
 
+def in_use(out: str | Path) -> str | None:
+    """Who holds ``out``'s lock right now (``"pid N on host H (since ...: command)"``), or None.
+
+    Takes and releases the lock at once: a folder that is free stays free."""
+    import filelock
+
+    out = Path(out)
+    if not (out / LOCK).exists():
+        return None
+    lock = filelock.FileLock(out / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return _owner(out)
+    except OSError:
+        return None  # unreadable: train itself will say why
+    lock.release()
+    return None
+
+
 def _owner(out: Path) -> str:
     try:
         o = json.loads((out / LOCK_OWNER).read_text())
