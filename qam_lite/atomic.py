@@ -52,6 +52,26 @@ def describe(err: OSError, path: str | Path) -> str:
     return f"cannot write {path}: {why}"
 
 
+def make_folder(path: str | Path, purpose: str) -> Path:
+    """Create the output folder ``path`` (and its parents) and check it can be written, before any
+    work is done; raises :class:`WriteError` with one sentence naming the problem: a file where
+    a folder should be, a read-only or missing parent, a full disk."""
+    path = Path(path).expanduser()
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise WriteError(
+                f"{purpose}: {parent} is a file, not a folder; accepted: a folder path",
+                errno.ENOTDIR,
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.", delete=True)
+        probe.close()
+    except OSError as err:
+        raise WriteError(f"{purpose}: {describe(err, path)}", err.errno) from err
+    return path
+
+
 def _umask() -> int:
     # os.umask can only be read by setting it; set it straight back (one call, no file opened).
     mask = os.umask(0o022)

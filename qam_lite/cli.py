@@ -38,9 +38,10 @@ def _book(args: argparse.Namespace) -> None:
         changed = sync.sync()
         print(f"synced {len(changed)} file(s)")
         return
-    from qam_lite.atomic import WriteError
+    from qam_lite.atomic import WriteError, make_folder
 
     try:
+        make_folder(Path(args.out), "book --out")  # a file or read-only folder: say so first
         run = build.build(Path(args.out), quick_mode=args.quick, only=args.only, force=args.force)
     except (ValueError, WriteError) as err:  # no chapter matches; disk full, read-only --out
         raise UserError(str(err)) from err

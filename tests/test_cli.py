@@ -227,3 +227,26 @@ def test_analysis_verbs_report_bad_input_in_one_line(capsys, tmp_path):
     msg = run_error(capsys, argv)
     assert "not found" in msg and "qam-lite generate cube-single-play-v0" in msg
     assert not out.exists()  # the data are checked before anything is written
+
+
+def test_an_output_folder_that_cannot_be_one_is_said_before_any_work(
+    capsys, data_dir, tmp_path, monkeypatch
+):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    said = f"{a_file} is a file, not a folder; accepted: a folder path"
+    assert said in run_error(capsys, ["book", "--out", str(a_file / "book"), "--only", "01"])
+    spec = ["sweep", "--tasks", TASK, "--agents", "bc", "--out", str(a_file / "runs")]
+    spec += ["--dataset-dir", str(data_dir)]
+    assert said in run_error(capsys, [*spec, "--set", "offline_steps=10"])
+    assert said in run_error(capsys, ["probe", str(tmp_path), "--out", str(a_file / "p.npz")])
+    monkeypatch.setenv("MUJOCO_GL", "bogus")
+    msg = run_error(capsys, ["render", str(tmp_path), "--out", str(tmp_path / "frames")])
+    assert "MUJOCO_GL='bogus' is invalid; accepted: egl, osmesa, glfw" in msg
+
+
+def test_probe_accepts_the_download_its_messages_suggest():
+    from qam_lite.cli import build_parser
+
+    args = build_parser().parse_args(["probe", "run", "--out", "p.npz", "--download"])
+    assert args.download is True

@@ -88,7 +88,9 @@ def final_evaluation(eval_csv: str | Path) -> tuple[int, dict[int, float], int]:
     return last, {int(r["seed"]): float(r["success_rate"]) for r in rows}, episodes
 
 
-def data_states(task, dataset_dir, num_states: int, *, seed: int = 0, horizon: int = 5):
+def data_states(
+    task, dataset_dir, num_states: int, *, seed: int = 0, horizon: int = 5, download: bool = False
+):
     """``(indices (M,), observations (M, obs_dim), chunks (M, H * A))`` from the training data.
 
     Indices are drawn without replacement by ``numpy.random.default_rng(seed)`` among the rows
@@ -99,7 +101,7 @@ def data_states(task, dataset_dir, num_states: int, *, seed: int = 0, horizon: i
     from qam_lite import chunks
     from qam_lite.data import datasets
 
-    _, train, _ = datasets.load(task, dataset_dir, verbose=False)
+    _, train, _ = datasets.load(task, dataset_dir, download=download, verbose=False)
     data = chunks.to_device(train)
     n = len(train["observations"])
     candidates = np.arange(n - horizon)
@@ -199,6 +201,7 @@ def probe_runs(
     out: str | Path,
     *,
     dataset_dir: str | Path | None = None,
+    download: bool = False,
     state_source: str = "data",
     num_states: int = 4,
     num_samples: int = 64,
@@ -212,6 +215,7 @@ def probe_runs(
         of one task and one number of seeds, with distinct ``tau``.
       out: the ``.npz`` path; the JSON goes beside it (same name, ``.json``).
       dataset_dir: where the task's dataset is (``state_source='data'``).
+      download: allow OGBench's official download of a missing dataset.
       state_source: ``'data'`` or ``'eval'`` (see the module's docstring).
       num_states, num_samples: ``M`` states, ``N`` samples per state, seed and policy.
       seed: picks the dataset rows; the sampling noise is ``PRNGKey(seed)``.
@@ -220,7 +224,7 @@ def probe_runs(
     Returns:
       the JSON record (also written).
     """
-    from qam_lite.atomic import write_bytes
+    from qam_lite.atomic import make_folder, write_bytes
     from qam_lite.training import logs
     from qam_lite.training.rundir import load_run
 
@@ -238,6 +242,7 @@ def probe_runs(
     out = Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"--out {out} is invalid; accepted: a path ending in .npz")
+    make_folder(out.parent, "probe --out")  # before the work, not after it
     start = time.perf_counter()
     configs = [run_config(d) for d in run_dirs]  # checked before the (slower) loading
     tasks = {c.task for c in configs}
@@ -263,7 +268,7 @@ def probe_runs(
         from qam_lite.data import datasets
 
         index, states, data_chunks = data_states(
-            task, dataset_dir, num_states, seed=seed, horizon=horizon
+            task, dataset_dir, num_states, seed=seed, horizon=horizon, download=download
         )
         data_record = datasets.provenance(task, dataset_dir)
     else:
@@ -374,6 +379,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", help="run folders with checkpoint.npz and eval.csv")
     p.add_argument("--out", required=True, help="output .npz (the .json goes beside it)")
     p.add_argument("--dataset-dir", default=None, help="the task's dataset folder (--states data)")
+    p.add_argument("--download", action="store_true", help="allow OGBench's official download")
     p.add_argument("--states", choices=STATE_SOURCES, default="data")
     p.add_argument("--num-states", type=int, default=4)
     p.add_argument("--samples", type=int, default=64, help="samples per state and policy")
@@ -390,6 +396,7 @@ def run_cli(args: argparse.Namespace) -> None:
         args.run_dirs,
         args.out,
         dataset_dir=args.dataset_dir,
+        download=args.download,
         state_source=args.states,
         num_states=args.num_states,
         num_samples=args.samples,

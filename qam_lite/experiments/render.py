@@ -78,6 +78,10 @@ class Episode(NamedTuple):
     frame_steps: np.ndarray
 
 
+#: ``MUJOCO_GL`` values MuJoCo accepts ('' = unset).
+GL_BACKENDS = ("", "egl", "osmesa", "glfw")
+
+
 def gl_backend() -> str:
     """The ``MUJOCO_GL`` value in effect (``''`` when unset: MuJoCo then tries GLFW)."""
     return os.environ.get("MUJOCO_GL", "").strip().lower()
@@ -384,18 +388,23 @@ def render_run(
       width, height, shadows: see :func:`make_render_env`.
       command: the command line recorded in the provenance (default: this process's).
     """
+    from qam_lite.atomic import make_folder
     from qam_lite.training import logs
     from qam_lite.training.evaluate import evaluate
     from qam_lite.training.rundir import load_run
 
+    if gl_backend() not in GL_BACKENDS:  # MuJoCo would raise a bare RuntimeError on import
+        raise RenderUnavailable(
+            f"MUJOCO_GL={gl_backend()!r} is invalid; accepted: {', '.join(GL_BACKENDS[1:])} "
+            f"(or unset). {INSTALL_HINT}"
+        )
+    out = make_folder(out_dir, "render --out")
     run = load_run(run_dir)
     if not 0 <= seed_index < run.config.num_seeds:
         raise ValueError(
             f"seed_index={seed_index} is invalid for {run_dir} ({run.config.num_seeds} seeds); "
             f"accepted: 0 .. {run.config.num_seeds - 1}"
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = run.seed_state(seed_index)
     env = make_render_env(run.config.task, width, height, shadows=shadows)
     render_frame(_reset(env))  # fail early, before the evaluation, if nothing can render

@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - only when the dependency is missing
     submitit = None
     Checkpointable = object
 
+from qam_lite.atomic import make_folder
 from qam_lite.experiments.plan import (
     NAMED_SPECS,
     ROOT,
@@ -534,6 +535,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if all(r.status == "done" for r in runs):
         print("every run is finished; nothing to do")
         return 0
+    make_folder(spec.out, "sweep --out")  # a file, read-only or full: said before any job starts
     if res.cluster == "slurm":
         submit_slurm(spec, runs, res)
         print("submitted; rerun the same command later to resubmit unfinished runs")
