@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import ogbench
@@ -417,3 +418,35 @@ def test_a_train_and_val_file_of_two_runs_are_refused(tmp_path):
     os.replace(b[0], a[0])  # seed 1's training file beside seed 0's validation file
     with pytest.raises(datasets.DatasetError, match=r"two different generate runs \(seed: 1 vs 0"):
         datasets.load("pointmaze-medium-navigate-singletask-task1-v0", tmp_path / "a")
+
+
+def test_workers_of_a_killed_generate_stop_at_once(tmp_path):
+    # SIGKILL to the main process leaves no one to stop the pool: each worker notices its
+    # parent is gone and exits instead of simulating on for nothing.
+    cmd = [sys.executable, "-m", "qam_lite", "generate", "pointmaze-medium-navigate"]
+    # Shards of 10 x 3000 steps: each takes seconds, far longer than the 1.5 s allowed below.
+    cmd += ["--episodes", "100", "--episode-length", "3000", "--workers", "2", "--no-progress"]
+    cmd += ["--dataset-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = tmp_path / "pointmaze-medium-navigate-v0.parts"
+    deadline = time.time() + 120
+    while not list(parts.glob("train-*.npz")) and time.time() < deadline:
+        time.sleep(0.2)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    workers = [int(c) for c in children]
+    assert len(workers) >= 2  # the pool's workers (and multiprocessing's resource tracker)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 1.5
+    while any(_running(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    alive = [w for w in workers if _running(w)]
+    assert alive == [], f"workers still computing after their parent was killed: {alive}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has stopped

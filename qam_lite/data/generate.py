@@ -47,6 +47,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -570,7 +571,7 @@ def _run_jobs(env_id, jobs, seed, episode_length, workers, progress, parts: _Par
             # 'spawn' works everywhere (and avoids forking a process that may hold JAX threads).
             # Workers ignore Ctrl-C: the main process handles it (keeps shards, stops the pool)
             # instead of every worker printing its own traceback.
-            pool = multiprocessing.get_context("spawn").Pool(workers, _ignore_sigint)
+            pool = multiprocessing.get_context("spawn").Pool(workers, _worker_start)
             results = pool.imap_unordered(_run_shard, tasks)
         try:
             for index, arrays in results:
@@ -588,12 +589,23 @@ def _run_jobs(env_id, jobs, seed, episode_length, workers, progress, parts: _Par
                 pool.join()
 
 
-def _ignore_sigint() -> None:
-    """A worker's start: Ctrl-C is the main process's to handle, and no warnings on import."""
+def _worker_start() -> None:
+    """A worker's start: Ctrl-C is the main process's to handle, no warnings on import, and the
+    worker ends within a fraction of a second if the main process dies (a SIGKILL leaves no one
+    to stop the pool: an orphan would simulate on for nothing)."""
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     quiet_env_warnings()
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def save_atomic(path: Path, arrays: dict) -> None:
