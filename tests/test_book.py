@@ -16,7 +16,6 @@ import jupytext
 import nbformat
 import pytest
 
-from qam_lite import book
 from qam_lite.book import build, chapters, site, sync
 
 CHAPTERS = chapters.chapters()
@@ -129,10 +128,10 @@ def fake_book(tmp_path, monkeypatch):
     src.mkdir()
     (src / "01_one.md").write_text(_chapter("print('one')"))
     (src / "02_two.md").write_text(_chapter("print('two')"))
-    monkeypatch.setattr(book, "BOOK_DIR", src)
-    monkeypatch.setattr(book, "chapters", lambda: sorted(src.glob("[0-9][0-9]_*.md")))
+    monkeypatch.setattr(chapters, "BOOK_DIR", src)
+    monkeypatch.setattr(chapters, "chapters", lambda: sorted(src.glob("[0-9][0-9]_*.md")))
     # Fixed, so that edits to qam_lite/ while the tests run do not re-run the fake chapters.
-    monkeypatch.setattr(book, "library_hash", lambda: "the library")
+    monkeypatch.setattr(chapters, "library_hash", lambda: "the library")
     return src, tmp_path / "out"
 
 
@@ -171,7 +170,7 @@ def test_only_with_no_match_or_no_value_is_refused(fake_book):
 def test_a_library_change_reruns_every_chapter(fake_book, monkeypatch):
     _, out = fake_book
     build.build(out, quick_mode=True)
-    monkeypatch.setattr(book, "library_hash", lambda: "another library")
+    monkeypatch.setattr(chapters, "library_hash", lambda: "another library")
     assert [n for n, _ in build.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
 
 
@@ -260,7 +259,8 @@ def test_a_failed_rerun_keeps_the_finished_chapter(fake_book):
 _INTERRUPTIBLE = """
 import sys
 from pathlib import Path
-from qam_lite import book, cli
+from qam_lite import cli
+from qam_lite.book import chapters
 src = Path(sys.argv[1])
 chapters.BOOK_DIR = src
 chapters.chapters = lambda: sorted(src.glob("[0-9][0-9]_*.md"))
@@ -297,7 +297,7 @@ def test_ctrl_c_gives_the_resume_message_and_keeps_finished_chapters(fake_book, 
 
 def test_site_check_finds_missing_outputs_tracebacks_and_widgets(tmp_path, monkeypatch):
     md = tmp_path / "book" / "01_one.md"
-    monkeypatch.setattr(book, "chapters", lambda: [md, md.with_name("02_two.md")])
+    monkeypatch.setattr(chapters, "chapters", lambda: [md, md.with_name("02_two.md")])
     code = {"type": "code", "executable": True, "value": "x"}
 
     def page(name, outputs):

@@ -18,17 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qam_lite.book.chapters import (
-    STATE_FILE,
-    chapters,
-    is_finished,
-    library_hash,
-    notebook_problems,
-    read_state,
-    select,
-    source_hash,
-    write_text,
-)
+from qam_lite.book import chapters
 from qam_lite.modes import quick
 
 
@@ -162,14 +152,14 @@ def export_html(notebook: Path) -> Path:
 
     body, _ = HTMLExporter(template_name="classic").from_notebook_node(nbformat.read(notebook, 4))
     out = notebook.with_suffix(".html")
-    write_text(out, body)
+    chapters.write_text(out, body)
     return out
 
 
 def index_html(state: dict, out_dir: Path) -> str:
     """The executed book's contents page: every chapter, finished or not, with how it ran."""
     items = []
-    for md in chapters():
+    for md in chapters.chapters():
         entry = state.get(md.stem)
         name = html.escape(md.stem)
         if entry and (out_dir / f"{md.stem}.html").exists():
@@ -232,14 +222,14 @@ def build(
     import nbformat
     from nbclient.exceptions import CellExecutionError
 
-    todo = select(only)
+    todo = chapters.select(only)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = read_state(out_dir)
-    library = library_hash()
+    state = chapters.read_state(out_dir)
+    library = chapters.library_hash()
     run = BookRun(out_dir)
-    write_text(out_dir / "index.html", index_html(state, out_dir))
+    chapters.write_text(out_dir / "index.html", index_html(state, out_dir))
     for n, md in enumerate(todo):
-        if not force and is_finished(md, out_dir, state, quick_mode, library):
+        if not force and chapters.is_finished(md, out_dir, state, quick_mode, library):
             run.skipped.append(md.stem)
             continue
         print(f"book: executing {md.stem} ({n + 1}/{len(todo)})", flush=True)
@@ -253,17 +243,19 @@ def build(
         except KeyboardInterrupt:
             raise _interrupted(md, run) from None
         export_html(out_dir / f"{md.stem}.ipynb")
-        problems = notebook_problems(nbformat.read(out_dir / f"{md.stem}.ipynb", 4))
+        problems = chapters.notebook_problems(nbformat.read(out_dir / f"{md.stem}.ipynb", 4))
         if problems:
             run.problems[md.stem] = problems
         state[md.stem] = {
-            "source_sha256": source_hash(md),
+            "source_sha256": chapters.source_hash(md),
             "quick": quick_mode,
             "library_sha256": library,
             "seconds": round(secs, 1),
         }
-        write_text(out_dir / STATE_FILE, json.dumps(state, indent=1, sort_keys=True))
-        write_text(out_dir / "index.html", index_html(state, out_dir))
+        chapters.write_text(
+            out_dir / chapters.STATE_FILE, json.dumps(state, indent=1, sort_keys=True)
+        )
+        chapters.write_text(out_dir / "index.html", index_html(state, out_dir))
         run.ran.append((md.stem, secs))
     return run
 

@@ -20,15 +20,8 @@ import re
 import shutil
 from pathlib import Path
 
+from qam_lite.book import chapters
 from qam_lite.book.build import Interrupted
-from qam_lite.book.chapters import (
-    ROOT,
-    chapters,
-    is_finished,
-    library_hash,
-    output_problems,
-    read_state,
-)
 
 #: Where mystmd looks for a site template before downloading one, inside a project folder.
 THEME_DIR = Path("_build") / "templates" / "site" / "myst" / "book-theme"
@@ -40,7 +33,7 @@ class SiteError(Exception):
     """The site could not be built, or was built without the outputs it should hold."""
 
 
-def install_theme(theme: Path, root: Path = ROOT) -> Path:
+def install_theme(theme: Path, root: Path = chapters.ROOT) -> Path:
     """Copy a local ``book-theme`` site template where mystmd looks before downloading one.
 
     mystmd installs ``node_modules`` inside the template folder (``npm install``), so the
@@ -76,10 +69,12 @@ def site_command() -> list[str]:
 
 def stale_chapters(executed: Path, quick_mode: bool) -> list[str]:
     """Chapters with no finished run in ``executed`` for their current source, library and mode."""
-    state = read_state(executed)
-    library = library_hash()
+    state = chapters.read_state(executed)
+    library = chapters.library_hash()
     return [
-        md.stem for md in chapters() if not is_finished(md, executed, state, quick_mode, library)
+        md.stem
+        for md in chapters.chapters()
+        if not chapters.is_finished(md, executed, state, quick_mode, library)
     ]
 
 
@@ -110,7 +105,7 @@ def _toc(entries: list, chapter_files: dict[str, str | None], left_out: list[str
     return kept
 
 
-def site_project(executed: Path, dest: Path, root: Path = ROOT) -> list[str]:
+def site_project(executed: Path, dest: Path, root: Path = chapters.ROOT) -> list[str]:
     """Write into ``dest`` the MyST project that renders the executed chapters of ``executed``.
 
     Copies ``root/myst.yml`` with every chapter's ``book/NN_*.md`` replaced by the executed
@@ -126,7 +121,7 @@ def site_project(executed: Path, dest: Path, root: Path = ROOT) -> list[str]:
     import yaml
 
     executed, dest, root = Path(executed), Path(dest), Path(root)
-    sources = chapters()
+    sources = chapters.chapters()
     done = {md.stem for md in sources if (executed / f"{md.stem}.ipynb").is_file()}
     rewrite = _link_rewriter({md.stem for md in sources})
 
@@ -190,7 +185,7 @@ def build_site(
     *,
     quick_mode: bool = False,
     theme: Path | None = None,
-    root: Path = ROOT,
+    root: Path = chapters.ROOT,
     build_dir: Path | None = None,
     force: bool = False,
     timeout: int = 1800,
@@ -329,7 +324,7 @@ def check_site(html_dir: Path) -> list[str]:
     html_dir = Path(html_dir)
     pages = chapter_pages(html_dir)
     problems = []
-    for md in chapters():
+    for md in chapters.chapters():
         where = md.relative_to(md.parent.parent).as_posix()
         page = pages.get(md.stem)
         if page is None:
@@ -343,7 +338,7 @@ def check_site(html_dir: Path) -> list[str]:
         ):
             problems.append(f"{where}: no figure (was MPLBACKEND set to a non-inline backend?)")
         for output in outputs:
-            problems += [f"{where}: {p}" for p in output_problems(output)]
+            problems += [f"{where}: {p}" for p in chapters.output_problems(output)]
             for bundle in output.get("data", {}).values():
                 path = bundle.get("path") if isinstance(bundle, dict) else None
                 if path and not (html_dir / path.lstrip("/")).exists():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from qam_lite.book.chapters import BADGE_IMAGE, BOOK_DIR, BRANCH, REPOSITORY, chapters, write_text
+from qam_lite.book import chapters
 
 _BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 
@@ -22,15 +22,13 @@ _INSTALL = re.compile(r"\"qam-lite @ git\+https://github\.com/[^\"]*\"")
 
 def colab_badge(chapter: str) -> str:
     """Markdown badge (local image) opening ``book/<chapter>.ipynb`` in Colab."""
-    url = (
-        f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/book/{chapter}.ipynb"
-    )
-    return f"[![Open In Colab]({BADGE_IMAGE})]({url})"
+    url = f"https://colab.research.google.com/github/{chapters.REPOSITORY}/blob/{chapters.BRANCH}/book/{chapter}.ipynb"
+    return f"[![Open In Colab]({chapters.BADGE_IMAGE})]({url})"
 
 
 def colab_install() -> str:
     """The quoted pip requirement a chapter's first cell installs when it finds itself in Colab."""
-    return f'"qam-lite @ git+https://github.com/{REPOSITORY}@{BRANCH}"'
+    return f'"qam-lite @ git+https://github.com/{chapters.REPOSITORY}@{chapters.BRANCH}"'
 
 
 def object_markers(source: str, name: str) -> tuple[str, str | None]:
@@ -69,7 +67,7 @@ def _sync_include(match: re.Match) -> str:
     names = [m["name"] or m["start"] for m in map(_OBJECT.match, opts) if m]
     if not names:
         return match[0]
-    start, end = object_markers((BOOK_DIR / match["path"]).read_text(), names[0])
+    start, end = object_markers((chapters.BOOK_DIR / match["path"]).read_text(), names[0])
     kept = [o for o in opts if not o.startswith((":pyobject:", ":start-at:", ":end-before:"))]
     markers = [f":start-at: {start}"] + ([f":end-before: {end}"] if end else [])
     return f"```{{literalinclude}} {match['path']}\n" + "".join(f"{o}\n" for o in markers + kept)
@@ -92,19 +90,19 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
     from qam_lite.book.api import API_PAGE, api_markdown
 
     changed = []
-    for md in paths or chapters():
+    for md in paths or chapters.chapters():
         text = md.read_text()
         new = sync_chapter_text(text, md.stem)
         nb_path = md.with_suffix(".ipynb")
         stale = not nb_path.exists() or nb_path.stat().st_mtime < md.stat().st_mtime
         if new != text:
-            write_text(md, new)
+            chapters.write_text(md, new)
         if new != text or stale:
             nb = jupytext.reads(new, fmt="md:myst")
-            write_text(nb_path, jupytext.writes(nb, fmt="ipynb"))
+            chapters.write_text(nb_path, jupytext.writes(nb, fmt="ipynb"))
             changed.append(md)
     page = api_markdown()
     if not API_PAGE.exists() or API_PAGE.read_text() != page:
-        write_text(API_PAGE, page)
+        chapters.write_text(API_PAGE, page)
         changed.append(API_PAGE)
     return changed
