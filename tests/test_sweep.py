@@ -345,6 +345,23 @@ def test_a_spec_file_of_the_wrong_kind_is_one_line(tmp_path, capsys, text, said)
     assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def fake_local_executor(monkeypatch, submit):
+    """submitit's LocalExecutor replaced by one whose ``submit(fn)`` is ``submit``: the sweep's
+    own bookkeeping runs in this process, with no job process."""
+
+    class Executor:
+        def __init__(self, folder):
+            pass
+
+        def update_parameters(self, **kw):
+            pass
+
+        def submit(self, fn):
+            return submit(fn)
+
+    monkeypatch.setattr(sweep.submitit, "LocalExecutor", Executor)
+
+
 def test_a_job_stopped_by_a_signal_is_not_reported_done(tmp_path, data_dir, capsys, monkeypatch):
     # SIGINT to a job's training: train saves and returns interrupted; the sweep must say the
     # job stopped (and exit non-zero), not "done ... 2 job(s) done, 0 failed".
@@ -362,17 +379,7 @@ def test_a_job_stopped_by_a_signal_is_not_reported_done(tmp_path, data_dir, caps
             return {"interrupted": agent == "bc", "stopped_by": "signal", "step": 300,
                     "total_steps": 600, "success_rate": 0.0}  # fmt: skip
 
-    class Executor:
-        def __init__(self, folder):
-            pass
-
-        def update_parameters(self, **kw):
-            pass
-
-        def submit(self, fn):
-            return Job(fn)
-
-    monkeypatch.setattr(sweep.submitit, "LocalExecutor", Executor)
+    fake_local_executor(monkeypatch, Job)
     argv = ["sweep", *tiny_args(data_dir, tmp_path / "runs"), "--max-parallel", "1"]
     assert main(argv) == 2
     out, err = capsys.readouterr()
@@ -395,18 +402,11 @@ def test_a_run_folder_held_by_an_orphaned_job_is_one_line(tmp_path, data_dir, ca
         assert holder.stdout.readline().strip() == "held"
         submitted = []
 
-        class Executor:
-            def __init__(self, folder):
-                pass
+        def submit(fn):
+            submitted.append(fn.run_dir)
+            raise RuntimeError("only the free runs get here")
 
-            def update_parameters(self, **kw):
-                pass
-
-            def submit(self, fn):
-                submitted.append(fn.run_dir)
-                raise RuntimeError("only the free runs get here")
-
-        monkeypatch.setattr(sweep.submitit, "LocalExecutor", Executor)
+        fake_local_executor(monkeypatch, submit)
         with pytest.raises(RuntimeError, match="only the free runs"):
             spec = plan.SweepSpec(tasks=[TASKS[0]], agents=["qam", "bc"], out=str(out))
             configs = {a: make_config(TASKS[0], a) for a in ("qam", "bc")}
