@@ -1,4 +1,4 @@
-"""The compiled multi-update: scan == loop, vmapped seeds, NaN flag."""
+"""The compiled multi-update: scan == loop, vmapped seeds, NaN flag; the FLOP count."""
 
 from __future__ import annotations
 
@@ -95,3 +95,19 @@ def test_summary_flags_non_finite_metrics():
     assert float(summarise({"a": jnp.array([1.0, jnp.nan]), "b": jnp.zeros(2)})["nonfinite"]) == 1
     with pytest.raises(ValueError, match="num_updates=0"):
         make_multi_update(make_agent(CONFIG, OBS, ACT), CONFIG, 0)
+
+
+def test_the_benchmarks_flop_count_counts_every_flow_step():
+    # benchmarks/flops.py (kept out of the library): XLA counts a while loop's body once, so the
+    # count must grow with the number of flow steps.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "flops.py"
+    spec = importlib.util.spec_from_file_location("flops", path)
+    flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flops)
+    small = flops.flops_per_update(make_agent(CONFIG, OBS, ACT), CONFIG, OBS, ACT)
+    config = CONFIG.replace(flow_steps=6)
+    large = flops.flops_per_update(make_agent(config, OBS, ACT), config, OBS, ACT)
+    assert 0 < small < large
