@@ -22,8 +22,8 @@ _INSTALL = re.compile(r"\"qam-lite @ git\+https://github\.com/[^\"]*\"")
 
 def colab_badge(chapter: str) -> str:
     """Markdown badge (local image) opening ``book/<chapter>.ipynb`` in Colab."""
-    url = f"https://colab.research.google.com/github/{chapters.REPOSITORY}/blob/{chapters.BRANCH}/book/{chapter}.ipynb"
-    return f"[![Open In Colab]({chapters.BADGE_IMAGE})]({url})"
+    repo = f"https://colab.research.google.com/github/{chapters.REPOSITORY}/blob/{chapters.BRANCH}"
+    return f"[![Open In Colab]({chapters.BADGE_IMAGE})]({repo}/book/{chapter}.ipynb)"
 
 
 def colab_install() -> str:
