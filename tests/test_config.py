@@ -166,3 +166,21 @@ def test_to_dict_from_dict_round_trip_through_json():
     with pytest.raises(ConfigError, match="unknown hyperparameter"):
         from_dict({**d, "bogus": 1})
     assert Config() == from_dict(to_dict(Config()))
+
+
+def test_resolve_is_domain_then_preset_then_overrides_then_the_callers_fields(tmp_path):
+    from qam_lite.training.settings import PRESETS, resolve
+
+    task = "scene-play-singletask-task1-v0"
+    c = resolve(task, "fql", "cpu-small", ["alpha=10", "batch_size=64"], num_seeds=3)
+    assert c.alpha == 10.0 and c.batch_size == 64 and c.num_seeds == 3  # overrides, fields
+    assert c.actor_hidden == PRESETS["cpu-small"]["actor_hidden"]  # the preset
+    assert c.gamma == 0.99 and c.sparse_reward is True  # the domain's published values
+    assert resolve(task, "fql", None, {"alpha": 5.0}).alpha == 5.0  # typed overrides too
+    assert resolve(task, dataset_dir=str(tmp_path / ".." / tmp_path.name)).dataset_dir == str(
+        tmp_path.resolve()
+    )
+    with pytest.raises(ConfigError, match="preset='laptopp' is unknown; accepted: cpu-small"):
+        resolve(task, "qam", "laptopp")
+    with pytest.raises(ConfigError, match="task=.* cannot be overridden"):
+        resolve(task, "qam", None, ["task=cube-double-play-singletask-task1-v0"])
