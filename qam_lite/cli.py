@@ -7,6 +7,10 @@ Verbs: ``book`` (execute the book), ``generate`` (build a dataset locally with O
 ``tau``), ``gradstats`` (the actor's gradient statistics during training).
 Errors a user can fix are reported in one line (exit 2), never as a traceback.
 
+Each verb imports what it runs inside its own function: loading JAX takes seconds and memory, so
+``qam-lite --help``, ``table`` and a sweep's dry run (and the sweep's parent process, whose jobs
+load JAX themselves) never do; tests/test_layout.py checks it.
+
 The small CPU demo (about 2 + 4 minutes on 2 cores; 10k updates is far too few for the task to
 be solved, it shows the pipeline: data, training, evaluation, curve, checkpoint)::
 
