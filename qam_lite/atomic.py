@@ -65,8 +65,9 @@ def make_folder(path: str | Path, purpose: str) -> Path:
             )
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.", delete=True)
-        probe.close()
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".qam-lite-write-test-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as err:
         raise WriteError(f"{purpose}: {describe(err, path)}", err.errno) from err
     return path

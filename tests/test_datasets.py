@@ -1,5 +1,7 @@
 """Dataset loading: QAM conventions on top of OGBench's relabelling, and errors that say the fix."""
 
+import tempfile
+
 import gymnasium
 import numpy as np
 import ogbench.utils
@@ -217,7 +219,7 @@ def test_read_only_folder_with_download(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(datasets.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the write test
     with pytest.raises(datasets.DataError, match="Read-only file system.*download cube-double"):
         datasets.load("cube-double-task1", tmp_path / "sub", download=True)
 

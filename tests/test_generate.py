@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -347,7 +348,7 @@ def test_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(datasets.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the write test
     with pytest.raises(datasets.DataError, match="cannot write to dataset folder .*--dataset-dir"):
         generate.generate("pointmaze-medium-navigate", 1, tmp_path, progress=False)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qam_lite.atomic import fsync_dir
+from qam_lite.atomic import WriteError, fsync_dir, make_folder
 from qam_lite.data.tasks import DOMAINS, Task, TaskError, parse_task
 
 ACTION_CLIP = 1.0 - 1e-5  # keeps actions strictly inside (-1, 1), as the published code does
@@ -116,13 +115,11 @@ def check_writable(root: Path, purpose: str) -> None:
         what needs the folder (``purpose``).
     """
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root, prefix=".qam-lite-write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
+        make_folder(root, purpose)
+    except WriteError as err:
+        why = os.strerror(err.errno) if err.errno else str(err)
         raise DataError(
-            f"cannot write to dataset folder {root} ({err.strerror or err}) to {purpose}; choose "
+            f"cannot write to dataset folder {root} ({why}) to {purpose}; choose "
             f"a writable folder with --dataset-dir (dataset_dir) or ${DATA_ENV}"
         ) from err
 

@@ -499,14 +499,9 @@ class _Parts:
     def __init__(self, folder: Path, settings: dict):
         self.folder, self.settings, self.reused = folder, settings, 0
         record = folder / "settings.json"
-        if folder.exists():
-            try:
-                same = json.loads(record.read_text()) == settings
-            except (OSError, ValueError):
-                same = False
-            if not same:
-                print(f"generate: discarding {folder} (shards from a run with other settings)")
-                shutil.rmtree(folder)
+        if folder.exists() and not self.holds(folder, settings):
+            print(f"generate: discarding {folder} (shards from a run with other settings)")
+            shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".*.tmp"):  # a save killed mid-write
             stale.unlink(missing_ok=True)

@@ -289,18 +289,15 @@ def run_status(config, run_dir: Path) -> tuple[str, int]:
     """
     from qam_lite.config import to_dict
     from qam_lite.training import checkpoint as ckpt
-    from qam_lite.training.rundir import CHECKPOINT, WHERE_NOT_WHAT
+    from qam_lite.training.rundir import CHECKPOINT, config_diff
 
     path = run_dir / CHECKPOINT
     if not path.exists():
         return "new", 0
     meta = ckpt.read_meta(path)
-    saved, wanted = meta.get("config", {}), to_dict(config)
-    diff = sorted(
-        k for k in (set(saved) | set(wanted)) - WHERE_NOT_WHAT if saved.get(k) != wanted.get(k)
-    )
+    diff = config_diff(meta.get("config", {}), to_dict(config))
     if diff:
-        changes = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {wanted.get(k)!r}" for k in diff)
+        changes = ", ".join(diff)
         raise SweepError(
             f"{run_dir} holds a run with a different configuration ({changes}); use another "
             "--out for this sweep, or the same settings to resume it"

@@ -167,10 +167,13 @@ def _remove_temporaries(out: Path) -> None:
 # Continue, restart or refuse
 
 
-def _config_diff(saved: dict, wanted: dict) -> list[str]:
+def config_diff(saved: dict, wanted: dict, names: tuple[str, str] = ("saved", "now")) -> list[str]:
+    """The settings in which two config dicts differ, where-not-what fields aside, as phrases
+    ``"tau: saved 1.0 vs now 2.0"`` (``names`` label the two sides)."""
     keys = (set(saved) | set(wanted)) - WHERE_NOT_WHAT
+    first, second = names
     return [
-        f"{k}: saved {saved.get(k)!r} vs now {wanted.get(k)!r}"
+        f"{k}: {first} {saved.get(k)!r} vs {second} {wanted.get(k)!r}"
         for k in sorted(keys)
         if saved.get(k) != wanted.get(k)
     ]
@@ -200,7 +203,7 @@ def prepare(out: Path, config: Config, *, overwrite: bool = False) -> dict | Non
     wanted = to_dict(config)
     if (out / CHECKPOINT).exists():
         meta = ckpt.read_meta(out / CHECKPOINT)
-        diff = _config_diff(meta.get("config", {}), wanted)
+        diff = config_diff(meta.get("config", {}), wanted)
         if diff:
             raise RunMismatch(
                 f"{out} holds a run with a different configuration ({'; '.join(diff)}); use "
@@ -211,11 +214,11 @@ def prepare(out: Path, config: Config, *, overwrite: bool = False) -> dict | Non
     if not present:
         return None
     saved = _read_json(out / "config.json")
-    if saved is not None and not _config_diff(saved, wanted):
+    if saved is not None and not config_diff(saved, wanted):
         clear(out)  # the same run, killed before its first checkpoint: nothing to keep
         return None
     what = (
-        f"a run with a different configuration ({'; '.join(_config_diff(saved, wanted))})"
+        f"a run with a different configuration ({'; '.join(config_diff(saved, wanted))})"
         if saved is not None
         else f"results of an unknown run ({', '.join(present)})"
     )
@@ -363,10 +366,7 @@ def load_run(run_dir: str | Path) -> Run:
     if recorded is not None:
         # A checkpoint copied in from another run would otherwise be evaluated (or rendered)
         # under this folder's name as if it were this run's.
-        diff = [
-            d.replace("saved", "checkpoint").replace("now", "config.json")
-            for d in _config_diff(meta["config"], recorded)
-        ]
+        diff = config_diff(meta["config"], recorded, ("checkpoint", "config.json"))
         if diff:
             raise RunMismatch(
                 f"{path} is not the checkpoint of the run in {run_dir}: it differs from "
@@ -387,8 +387,10 @@ __all__ = [
     "WriteError",
     "check_data",
     "clear",
+    "config_diff",
     "cut_back",
     "data_fingerprint",
+    "in_use",
     "load_run",
     "locked",
     "prepare",
