@@ -148,12 +148,93 @@ def test_a_rerun_skips_finished_chapters_and_says_so(fake_book):
     assert [n for n, _ in build.build(out, quick_mode=True).ran] == ["01_one", "02_two"]
 
 
-def test_only_one_chapter_keeps_the_index_whole(fake_book):
+def test_only_one_chapter_keeps_the_state_whole_and_writes_no_html(fake_book):
     _, out = fake_book
     build.build(out, quick_mode=True)
-    build.build(out, quick_mode=True, only=["02"], force=True)
-    index = (out / "index.html").read_text()
-    assert 'href="01_one.html"' in index and 'href="02_two.html"' in index
+    (out / "01_one.html").write_text("an old nbconvert page")  # as earlier versions wrote
+    build.build(out, quick_mode=True, only=["01"], force=True)
+    assert sorted(json.loads((out / "state.json").read_text())) == ["01_one", "02_two"]
+    assert sorted(p.name for p in out.iterdir()) == ["01_one.ipynb", "02_two.ipynb", "state.json"]
+
+
+_BOUND = """\
+---
+kernelspec:
+  name: python3
+  display_name: Python 3
+---
+# A chapter
+
+```{code-cell} ipython3
+from qam_lite.book import run_time
+```
+
+Run time: {eval}`run_time("01_one", "quick")`.
+
+```{code-cell} ipython3
+ratio = 2.4
+```
+
+The ratio is {eval}`f"{ratio:.1f}"`, twice {eval}`ratio * 2`, quoted {eval}`'"q"'`.
+
+```{code-cell} ipython3
+ratio = 3.0
+```
+
+Later, after the cell above: {eval}`f"{ratio:.1f}"`; a code block is not prose:
+
+```python
+{eval}`undefined_name`
+```
+"""
+
+
+def _stored(cell):
+    return {e["expression"]: e["result"] for e in cell.metadata["user_expressions"]}
+
+
+def test_inline_expressions_are_bound_after_the_cells_above_them(fake_book):
+    src, out = fake_book
+    (src / "01_one.md").write_text(_BOUND)
+    build.build(out, quick_mode=True, only=["01"])
+    nb = nbformat.read(out / "01_one.ipynb", 4)
+    first, middle, last = (
+        c for c in nb.cells if c.cell_type == "markdown" and "{eval}" in c.source
+    )
+    # A string is stored as itself (it renders 2.4, not '2.4'), anything else as its repr.
+    assert _stored(middle)['f"{ratio:.1f}"'] == {
+        "status": "ok",
+        "data": {"text/plain": "2.4"},
+        "metadata": {},
+    }
+    assert _stored(middle)["ratio * 2"]["data"]["text/plain"] == "4.8"
+    # A string with quotes of its own keeps them: mystmd is told not to strip a pair.
+    assert _stored(middle)["'\"q\"'"]["data"]["text/plain"] == '"q"'
+    assert _stored(middle)["'\"q\"'"]["metadata"] == {"strip-quotes": False}
+    assert list(_stored(last)) == ['f"{ratio:.1f}"']  # the code block's role is not evaluated
+    assert _stored(last)['f"{ratio:.1f}"']["data"]["text/plain"] == "3.0"
+    assert chapters.notebook_problems(nb) == []
+    # The run-time box shows this very run, from the record the build just wrote.
+    record = json.loads((src / chapters.RUN_TIMES_FILE).read_text())
+    seconds = record["01_one"]["quick"]["cpu"]["seconds"]
+    shown = _stored(first)['run_time("01_one", "quick")']["data"]["text/plain"]
+    assert shown == chapters.run_time("01_one", "quick") and shown.startswith(f"{seconds} s (")
+    assert chapters.run_time("01_one", "full") == "not measured yet"
+    # A stored value that goes missing is a notebook problem (the quick-mode chapter test fails).
+    middle.metadata["user_expressions"] = middle.metadata["user_expressions"][:1]
+    assert chapters.notebook_problems(nb) == [
+        "markdown cell 3: no value stored for {eval}`ratio * 2`",
+        "markdown cell 3: no value stored for {eval}`'\"q\"'`",
+    ]
+
+
+def test_a_failing_inline_expression_fails_the_chapter_by_name(fake_book):
+    src, out = fake_book
+    (src / "01_one.md").write_text(_chapter("x = 1") + "\nThe value {eval}`x / 0` here.\n")
+    with pytest.raises(build.ChapterFailed, match=r"(?s)chapter 01_one failed.*`x / 0`.*Zero"):
+        build.build(out, quick_mode=True, only=["01"], record_run_times=False)
+    assert not (out / "01_one.ipynb").exists() and (out / "01_one.failed.ipynb").exists()
+    assert not (src / chapters.RUN_TIMES_FILE).exists()
 
 
 def test_only_with_no_match_or_no_value_is_refused(fake_book):
@@ -204,7 +285,7 @@ def test_the_site_project_renders_the_executed_notebooks(fake_book):
     (src / "images" / "icon.svg").write_text("<svg/>")
     (root / "qam_lite").mkdir()
     (root / "qam_lite" / "flows.py").write_text("def f():\n    pass\n")
-    build.build(out, quick_mode=True, only=["01"])
+    build.build(out, quick_mode=True, only=["01"], record_run_times=False)
     assert site.stale_chapters(out, quick_mode=True) == ["02_two"]
     assert site.stale_chapters(out, quick_mode=False) == ["01_one", "02_two"]
     with pytest.raises(site.SiteError, match=r"not executed in quick mode.*: 02_two"):
@@ -234,7 +315,7 @@ def test_the_site_project_renders_the_executed_notebooks(fake_book):
     assert (project / "qam_lite" / "flows.py").is_file()
     # Regenerated from scratch: a chapter executed since is added, nothing stale is kept.
     (project / "_build" / "html").mkdir(parents=True)
-    build.build(out, quick_mode=True)
+    build.build(out, quick_mode=True, record_run_times=False)
     assert site.site_project(out, project, root) == []
     assert (project / "book" / "02_two.ipynb").is_file()
     assert not (project / "_build" / "html").exists()

@@ -1,7 +1,8 @@
 """The book's tooling, and all that a chapter imports from it.
 
-A chapter needs three things from here: :func:`pick` / :func:`quick` (``QAM_LITE_QUICK=1``
-shrinks its work for a 2-core CPU), and :data:`REPOSITORY` / :data:`BRANCH` (its Colab badge).
+A chapter needs four things from here: :func:`pick` / :func:`quick` (``QAM_LITE_QUICK=1``
+shrinks its work for a 2-core CPU), :data:`REPOSITORY` / :data:`BRANCH` (its Colab badge) and
+:func:`run_time` (its run-time box: {eval}`run_time("05_lean_adjoint", "quick")`).
 The machinery lives in the submodules, which import the library and never the reverse:
 
 ``chapters``  the chapter files, their hashes, the state of their last run, output checks
@@ -13,7 +14,7 @@ The machinery lives in the submodules, which import the library and never the re
 
 from __future__ import annotations
 
-from qam_lite.book.chapters import BRANCH, REPOSITORY
+from qam_lite.book.chapters import BRANCH, REPOSITORY, run_time
 from qam_lite.modes import pick, quick
 
-__all__ = ["BRANCH", "REPOSITORY", "pick", "quick"]
+__all__ = ["BRANCH", "REPOSITORY", "pick", "quick", "run_time"]

@@ -1,16 +1,17 @@
 """``qam-lite book``: execute every chapter once, in a fresh kernel, and keep the result.
 
 :func:`build` runs every chapter (nbclient) and keeps, under ``_build/book``, the executed
-notebook and a standalone HTML page of each. A chapter's files are replaced only once it has run
-to the end, and a chapter is skipped when its source, mode and the library match the last
-finished run, so an interrupted build resumes. :func:`qam_lite.book.site.build_site` then renders
-those executed notebooks as the Jupyter Book 2 site.
+notebook of each, with the value of every inline expression {eval}`expr` of its prose stored
+beside it (the numbers the prose quotes come from the cells that measure them). A chapter's
+files are replaced only once it has run to the end, and a chapter is skipped when its source,
+mode and the library match the last finished run, so an interrupted build resumes.
+:func:`qam_lite.book.site.build_site` then renders those executed notebooks as the Jupyter Book 2
+site, the way to read the book (the per-chapter HTML pages of earlier versions are gone).
 """
 
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import os
 import re
@@ -96,21 +97,134 @@ def _execute_interruptibly(client, **kwargs) -> None:
         raise failure[0]
 
 
+class ExpressionFailed(Exception):
+    """An inline expression {eval}`expr` of a markdown cell raised in the chapter's kernel."""
+
+
+def _expression_result(result: dict) -> dict:
+    """A kernel's ``user_expressions`` value as mystmd (and jupyterlab-myst) read it.
+
+    A ``str`` comes back as its repr (``'2.4'``); it is stored as the string itself, so that it
+    reads ``2.4`` wherever it is shown (mystmd strips one pair of quotes from a ``text/plain``
+    value by default, and would strip a pair that belongs to the string itself, so that is
+    turned off for such a string).
+    """
+    import ast
+
+    data = dict(result.get("data", {}))
+    metadata = dict(result.get("metadata", {}))
+    plain = data.get("text/plain")
+    if isinstance(plain, str):
+        try:
+            value = ast.literal_eval(plain)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = None
+        if isinstance(value, str):
+            data["text/plain"] = value
+            if re.fullmatch(r"([\"']).*\1", value):
+                metadata["strip-quotes"] = False
+    return {"status": "ok", "data": data, "metadata": metadata}
+
+
+def _client(nb, **kwargs):
+    """An nbclient ``NotebookClient`` that also evaluates each markdown cell's inline expressions.
+
+    Each markdown cell's {eval}`expr` roles are evaluated when the cell is reached, so after every
+    code cell above it, in the same kernel (an ``execute_request`` with no code and the
+    expressions as ``user_expressions``, as mystmd does), and stored in the cell's metadata
+    ``user_expressions`` as ``[{"expression", "result"}]``, the format mystmd renders. After the
+    last cell the kernel reports its device (:func:`qam_lite.book.chapters.machine`) in
+    ``client.machine``. An expression that raises stops the run with :class:`ExpressionFailed`.
+    """
+    from jupyter_core.utils import ensure_async
+    from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        machine: dict = {}
+
+        async def evaluate(self, expressions: list[str]) -> dict:
+            msg_id = await ensure_async(
+                self.kc.execute(
+                    "",
+                    silent=True,
+                    store_history=False,
+                    user_expressions={str(i): e for i, e in enumerate(expressions)},
+                    allow_stdin=False,
+                )
+            )
+            reply = await self.async_wait_for_reply(msg_id)
+            content = reply["content"] if reply else {}
+            values = content.get("user_expressions", {})
+            return {e: values.get(str(i), content) for i, e in enumerate(expressions)}
+
+        async def async_execute_cell(self, cell, cell_index, *args, **kw):
+            if cell.cell_type == "markdown":
+                expressions = chapters.inline_expressions(cell.source)
+                stored = []
+                results = await self.evaluate(expressions) if expressions else {}
+                for expr, result in results.items():
+                    if result.get("status") != "ok":
+                        why = f"{result.get('ename', 'no reply')}: {result.get('evalue', '')}"
+                        raise ExpressionFailed(
+                            f"inline expression {{eval}}`{expr}` (notebook cell {cell_index + 1}, "
+                            f"markdown) failed: {why.strip()}"
+                        )
+                    stored.append({"expression": expr, "result": _expression_result(result)})
+                if stored:
+                    cell.metadata["user_expressions"] = stored
+                else:
+                    cell.metadata.pop("user_expressions", None)
+            else:
+                cell = await super().async_execute_cell(cell, cell_index, *args, **kw)
+            if cell_index == len(self.nb.cells) - 1:
+                probe = "__import__('qam_lite.book.chapters', fromlist=['_']).machine()"
+                result = (await self.evaluate([probe]))[probe]
+                with contextlib.suppress(ValueError, SyntaxError, KeyError, TypeError):
+                    import ast
+
+                    self.machine = ast.literal_eval(result["data"]["text/plain"])
+            return cell
+
+    return Client(nb, **kwargs)
+
+
+def _fill_run_times(nb, stem: str) -> None:
+    """Re-evaluate, from the record just updated, the run-time box's {eval}`run_time(...)`
+    expressions, so that the executed page shows this very run (the kernel read the record as
+    it was before the run finished)."""
+    call = re.compile(rf"run_time\(\s*(['\"]){stem}\1\s*,\s*(['\"])(?P<mode>quick|full)\2\s*\)")
+    for cell in nb.cells:
+        for entry in cell.get("metadata", {}).get("user_expressions", []):
+            match = call.fullmatch(entry["expression"])
+            if match:
+                value = chapters.run_time(stem, match["mode"])
+                entry["result"] = _expression_result({"data": {"text/plain": repr(value)}})
+
+
 def execute_chapter(
-    md: Path, out_dir: Path, *, timeout: int = 1800, quick_mode: bool | None = None
+    md: Path,
+    out_dir: Path,
+    *,
+    timeout: int = 1800,
+    quick_mode: bool | None = None,
+    record_run_time: bool = False,
 ) -> float:
     """Run one chapter in a fresh kernel (cwd ``book/``), save it executed; return seconds.
 
     The kernel runs in batch mode (:func:`batch_env`; quick mode as ``quick_mode``, default: the
     current :func:`quick`); its own log (not the cells' output) goes to
-    ``out_dir/<chapter>.kernel.log``. ``out_dir/<chapter>.ipynb`` is replaced, atomically, only
-    when every cell ran; on an error the partial notebook goes to ``<chapter>.failed.ipynb`` and
-    ``nbclient.exceptions.CellExecutionError`` (naming the failing cell) propagates; Ctrl-C
-    raises :class:`Interrupted` and writes nothing.
+    ``out_dir/<chapter>.kernel.log``. Every markdown cell's inline expressions {eval}`expr` are
+    evaluated after the code cells above it and stored in its metadata (:func:`_client`). With
+    ``record_run_time``, the run's seconds and device go to ``book/runtimes.json``
+    (:func:`qam_lite.book.chapters.record_run_time`), which the chapter's run-time box shows.
+    ``out_dir/<chapter>.ipynb`` is replaced, atomically, only when every cell ran; on an error
+    the partial notebook goes to ``<chapter>.failed.ipynb`` and
+    ``nbclient.exceptions.CellExecutionError`` (naming the failing cell) or
+    :class:`ExpressionFailed` (naming the expression) propagates; Ctrl-C raises
+    :class:`Interrupted` and writes nothing.
     """
     import jupytext
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     from qam_lite.atomic import write_bytes
@@ -121,16 +235,17 @@ def execute_chapter(
         "display_name": "Python 3",
         "language": "python",
     }
-    env = batch_env(quick() if quick_mode is None else quick_mode)
+    quick_mode = quick() if quick_mode is None else quick_mode
+    env = batch_env(quick_mode)
     start = time.perf_counter()
-    client = NotebookClient(
+    client = _client(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(md.parent)}}
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / f"{md.stem}.kernel.log", "wb") as log:
         try:
             _execute_interruptibly(client, env=env, stdout=log, stderr=log)
-        except CellExecutionError:
+        except (CellExecutionError, ExpressionFailed):
             write_bytes(out_dir / f"{md.stem}.failed.ipynb", nbformat.writes(nb).encode())
             raise
         except Interrupted:
@@ -138,45 +253,16 @@ def execute_chapter(
             (out_dir / f"{md.stem}.kernel.log").unlink()
             raise
     seconds = time.perf_counter() - start
+    if record_run_time:
+        chapters.record_run_time(md.stem, quick_mode, seconds, client.machine)
+        _fill_run_times(nb, md.stem)
     write_bytes(out_dir / f"{md.stem}.ipynb", nbformat.writes(nb).encode())
-    for leftover in (f"{md.stem}.failed.ipynb", f"{md.stem}.kernel.log"):
+    # No per-chapter HTML any more: nbconvert's pages showed raw math, directives and roles; the
+    # book is read as the site (qam_lite.book.site) or as these notebooks.
+    for leftover in (f"{md.stem}.failed.ipynb", f"{md.stem}.kernel.log", f"{md.stem}.html"):
         with contextlib.suppress(FileNotFoundError):
             (out_dir / leftover).unlink()
     return seconds
-
-
-def export_html(notebook: Path) -> Path:
-    """Static HTML of an executed notebook, readable offline (no theme download)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter(template_name="classic").from_notebook_node(nbformat.read(notebook, 4))
-    out = notebook.with_suffix(".html")
-    chapters.write_text(out, body)
-    return out
-
-
-def index_html(state: dict, out_dir: Path) -> str:
-    """The executed book's contents page: every chapter, finished or not, with how it ran."""
-    items = []
-    for md in chapters.chapters():
-        entry = state.get(md.stem)
-        name = html.escape(md.stem)
-        if entry and (out_dir / f"{md.stem}.html").exists():
-            mode = "quick" if entry.get("quick") else "full"
-            items.append(
-                f'<li><a href="{name}.html">{name}</a> '
-                f"<small>({mode} mode, {entry.get('seconds', 0):.0f} s)</small></li>"
-            )
-        else:
-            items.append(f"<li>{name} <small>(not executed yet)</small></li>")
-    return (
-        "<!doctype html><meta charset='utf-8'><title>qam-lite book</title>"
-        "<h1>qam-lite: the executed book</h1>"
-        "<p>Each chapter as executed by <code>qam-lite book</code> "
-        "(quick mode: <code>QAM_LITE_QUICK=1</code>).</p>"
-        f"<ol>{''.join(items)}</ol>"
-    )
 
 
 @dataclass
@@ -188,17 +274,13 @@ class BookRun:
     skipped: list[str] = field(default_factory=list)
     problems: dict[str, list[str]] = field(default_factory=dict)
 
-    @property
-    def index(self) -> Path:
-        return self.out_dir / "index.html"
-
     def summary(self) -> str:
-        """One line, e.g. ``2 chapter(s) executed in 95 s, 4 already up to date (...)``."""
+        """One line, e.g. ``2 chapter(s) executed in 95 s, 4 already up to date (...) -> DIR``."""
         seconds = sum(s for _, s in self.ran)
         parts = [f"{len(self.ran)} chapter(s) executed in {seconds:.0f} s"]
         if self.skipped:
             parts.append(f"{len(self.skipped)} already up to date (--force re-runs them)")
-        return ", ".join(parts) + f" -> {self.index}"
+        return ", ".join(parts) + f" -> {self.out_dir}"
 
 
 def build(
@@ -208,12 +290,15 @@ def build(
     only: list[str] | None = None,
     force: bool = False,
     timeout: int = 1800,
+    record_run_times: bool = True,
 ) -> BookRun:
-    """Execute chapters, save each one's notebook + offline HTML under ``out_dir``.
+    """Execute chapters, save each one's executed notebook under ``out_dir``.
 
     A chapter whose source, mode and library (:func:`library_hash`) match its last finished run
     is skipped unless ``force``.
-    A chapter's files (and ``state.json``, ``index.html``, which always list every chapter) are
+    With ``record_run_times`` each run's seconds and device go to ``book/runtimes.json``, which
+    the chapters' run-time boxes show (the tests' runs leave it alone).
+    A chapter's files (and ``state.json``, which always lists every chapter) are
     written atomically and only once it has run to the end, so an interrupted or failed run never
     replaces a good chapter with a partial one, and a rerun resumes where it stopped.
 
@@ -227,22 +312,29 @@ def build(
     state = chapters.read_state(out_dir)
     library = chapters.library_hash()
     run = BookRun(out_dir)
-    chapters.write_text(out_dir / "index.html", index_html(state, out_dir))
+    # The contents page of the per-chapter HTML pages that earlier versions wrote.
+    with contextlib.suppress(FileNotFoundError):
+        (out_dir / "index.html").unlink()
     for n, md in enumerate(todo):
         if not force and chapters.is_finished(md, out_dir, state, quick_mode, library):
             run.skipped.append(md.stem)
             continue
         print(f"book: executing {md.stem} ({n + 1}/{len(todo)})", flush=True)
         try:
-            secs = execute_chapter(md, out_dir, timeout=timeout, quick_mode=quick_mode)
-        except CellExecutionError as err:
+            secs = execute_chapter(
+                md,
+                out_dir,
+                timeout=timeout,
+                quick_mode=quick_mode,
+                record_run_time=record_run_times,
+            )
+        except (CellExecutionError, ExpressionFailed) as err:
             raise ChapterFailed(
                 f"chapter {md.stem} failed (partial run: "
                 f"{out_dir / (md.stem + '.failed.ipynb')}):\n{_short(err)}"
             ) from None
         except KeyboardInterrupt:
             raise _interrupted(md, run) from None
-        export_html(out_dir / f"{md.stem}.ipynb")
         problems = chapters.notebook_problems(nbformat.read(out_dir / f"{md.stem}.ipynb", 4))
         if problems:
             run.problems[md.stem] = problems
@@ -255,7 +347,6 @@ def build(
         chapters.write_text(
             out_dir / chapters.STATE_FILE, json.dumps(state, indent=1, sort_keys=True)
         )
-        chapters.write_text(out_dir / "index.html", index_html(state, out_dir))
         run.ran.append((md.stem, secs))
     return run
 

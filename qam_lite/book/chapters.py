@@ -75,13 +75,123 @@ def _plain(value) -> str:
 
 
 def notebook_problems(nb) -> list[str]:
-    """``output_problems`` of every code cell of an executed notebook, prefixed by cell number."""
+    """``output_problems`` of every code cell of an executed notebook, prefixed by cell number,
+    and every inline expression of a markdown cell without a stored value
+    (:func:`expression_problems`)."""
     found = []
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     for i, cell in enumerate(code_cells, 1):
         for output in cell.get("outputs", []):
             found += [f"code cell {i}: {p}" for p in output_problems(output)]
+    return found + expression_problems(nb)
+
+
+# A fenced block (``` or ~~~, any directive included): MyST parses no role inside it.
+_FENCE = re.compile(r"^(?P<f>`{3,}|~{3,}).*?^(?P=f)[ \t]*$", re.M | re.S)
+# A MyST inline expression {eval}`expr` (or with doubled backticks, for an expr holding one).
+_EVAL = re.compile(r"\{eval\}(?P<ticks>`+)(?P<expr>.+?)(?P=ticks)(?!`)")
+
+
+def inline_expressions(markdown: str) -> list[str]:
+    """The expressions of the MyST roles {eval}`expr` of one markdown cell, in order of first
+    appearance, without repeats (code blocks skipped).
+
+    mystmd matches a role to its stored value by this exact text (``expression`` in the cell's
+    ``user_expressions`` metadata).
+    """
+    found: list[str] = []
+    for match in _EVAL.finditer(_FENCE.sub("", markdown)):
+        if match["expr"] not in found:
+            found.append(match["expr"])
     return found
+
+
+def expression_problems(nb) -> list[str]:
+    """Inline expressions of an executed notebook's markdown cells without an ``ok`` value in the
+    cell's ``user_expressions`` metadata (which :func:`qam_lite.book.build.execute_chapter`
+    writes), as short phrases naming the markdown cell (1-based among markdown cells)."""
+    found = []
+    markdown_cells = [c for c in nb.cells if c.cell_type == "markdown"]
+    for i, cell in enumerate(markdown_cells, 1):
+        stored = {
+            entry.get("expression"): entry.get("result", {})
+            for entry in cell.get("metadata", {}).get("user_expressions", [])
+        }
+        for expr in inline_expressions(cell.source):
+            result = stored.get(expr)
+            if result is None or result.get("status") != "ok" or not result.get("data"):
+                found.append(f"markdown cell {i}: no value stored for {{eval}}`{expr}`")
+    return found
+
+
+#: The measured run time of each chapter, per mode and device, as ``qam-lite book`` last
+#: recorded it (:func:`record_run_time`), in ``BOOK_DIR``; committed, read by :func:`run_time`.
+RUN_TIMES_FILE = "runtimes.json"
+
+
+def read_run_times() -> dict:
+    """``book/runtimes.json`` (``{}`` when missing or unreadable):
+    ``{chapter: {"quick" | "full": {device: {"seconds", "machine", "load"}}}}``."""
+    try:
+        times = json.loads((BOOK_DIR / RUN_TIMES_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return times if isinstance(times, dict) else {}
+
+
+def record_run_time(stem: str, quick_mode: bool, seconds: float, machine: dict) -> None:
+    """Record one finished execution of chapter ``stem`` in ``book/runtimes.json``, replacing
+    the earlier one of the same mode and device (``machine``: what :func:`machine` returned in
+    the chapter's kernel)."""
+    times = read_run_times()
+    mode = "quick" if quick_mode else "full"
+    entry = {"seconds": round(seconds), "machine": machine.get("machine", "unknown machine")}
+    if machine.get("load") is not None:
+        entry["load"] = machine["load"]
+    times.setdefault(stem, {}).setdefault(mode, {})[machine.get("device", "cpu")] = entry
+    write_text(BOOK_DIR / RUN_TIMES_FILE, json.dumps(times, indent=1, sort_keys=True) + "\n")
+
+
+def machine() -> dict:
+    """Where this process runs its JAX code: ``{"device": "cpu" | "gpu" | ..., "machine": a
+    name such as "2-core CPU" or "NVIDIA H200 GPU", "load": the 1-minute load average}``.
+
+    Run in a chapter's kernel once it has finished (JAX is imported by then); the load average
+    says how busy a CPU was (the book's CPU runs share their machine with other jobs).
+    """
+    import os
+    import sys
+
+    jax = sys.modules.get("jax")
+    device = jax.default_backend() if jax is not None else "cpu"
+    if device == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        name = f"{cores}-core CPU"
+    else:
+        name = f"{jax.devices()[0].device_kind} {device.upper()}"
+    load = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
+    return {"device": device, "machine": name, "load": load}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def run_time(stem: str, mode: str) -> str:
+    """One reader-facing phrase for a chapter's run-time box: its last recorded execution in
+    ``mode`` ("quick" or "full") on each device, e.g. ``"5.0 min (2-core CPU, load average
+    7.1)"``, or ``"not measured yet"``. Chapters show it with {eval}`run_time(stem, "quick")`."""
+    if mode not in ("quick", "full"):
+        raise ValueError(f"mode must be 'quick' or 'full', not {mode!r}")
+    runs = read_run_times().get(stem, {}).get(mode, {})
+    phrases = []
+    for device in sorted(runs):
+        run = runs[device]
+        where = run["machine"]
+        if device == "cpu" and run.get("load") is not None:
+            where += f", load average {run['load']:.1f}"
+        phrases.append(f"{_duration(run['seconds'])} ({where})")
+    return "; ".join(phrases) or "not measured yet"
 
 
 def source_hash(md: Path) -> str:
