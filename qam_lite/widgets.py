@@ -8,7 +8,9 @@ player (``to_jshtml``) has a scrub bar with one frame per ``tau`` (interactive w
 bundled with a PNG of a few frames side by side for viewers that run no JavaScript.
 
 The live slider snaps to the given ``taus`` (``SelectionSlider``): a sweep over trained policies
-has a frame for each trained ``tau`` and nothing in between. Works with ipywidgets 7.7 and 8.
+has a frame for each trained ``tau`` and nothing in between; it is as wide as the figure and says
+what ``tau`` is. Every frame, live or pre-rendered, is laid out the same way (:func:`lay_out`).
+Works with ipywidgets 7.7 and 8.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.animation import FuncAnimation
+from matplotlib.collections import PathCollection
 
 from qam_lite.modes import batch
 from qam_lite.plotting import figure_png, subplots
@@ -58,6 +61,33 @@ def _label(tau: float) -> str:
     return f"{tau:g}"
 
 
+#: The size (points^2, as ``scatter``'s ``s``) of every scatter marker in a legend.
+LEGEND_MARKER_SIZE = 25.0
+
+#: The live slider's label (ipywidgets' ``description``), shown in full beside it.
+SLIDER_LABEL = "tau (inverse temperature)"
+
+
+def lay_out(fig, axes) -> None:
+    """Lay out one frame of a ``tau`` figure after ``draw``: frame each legend and draw its scatter
+    markers at one size (a frameless key over a scatter cloud, with a marker as large as the one
+    it names, reads as more data), and ``tight_layout`` the figure, so a panel's axis labels do
+    not run into its neighbour (its legend, its ticks).
+
+    The live slider's redraw calls it as the pre-rendered player and PNG do: the inline backend
+    crops a figure (``savefig.bbox: tight``) but does not lay it out.
+    """
+    for ax in np.atleast_1d(axes).ravel():
+        legend = ax.get_legend()
+        if legend is not None:
+            for handle in legend.legend_handles:
+                if isinstance(handle, PathCollection):
+                    handle.set_sizes([LEGEND_MARKER_SIZE])
+            legend.set_frame_on(True)
+            legend.get_frame().set(facecolor="white", edgecolor="0.75", alpha=0.9, linewidth=0.6)
+    fig.tight_layout()
+
+
 def tau_sweep_html(
     draw: Draw,
     taus: Sequence[float],
@@ -79,7 +109,7 @@ def tau_sweep_html(
         for ax in np.atleast_1d(axes):
             ax.clear()
         draw(axes, float(taus[i]))
-        fig.tight_layout()
+        lay_out(fig, axes)
         return []
 
     anim = FuncAnimation(fig, frame, frames=len(taus), interval=interval, blit=False)
@@ -114,7 +144,7 @@ def tau_sweep_png(
     for i, tau in enumerate(taus):
         group = axes[0, i] if ncols == 1 else axes[i]
         draw(group, float(tau))
-    fig.tight_layout()
+    lay_out(fig, axes)
     return figure_png(fig, dpi)
 
 
@@ -147,6 +177,7 @@ def tau_explorer(
     width: float = 4.2,
     height: float = 3.2,
     fallback: int = 4,
+    label: str = SLIDER_LABEL,
 ) -> TauSweep | None:
     """A ``tau`` slider: live when a reader is at a kernel, a pre-rendered sweep otherwise.
 
@@ -160,6 +191,7 @@ def tau_explorer(
         ``[min(taus), max(taus)]`` (only for draws that can draw any ``tau``, e.g. closed forms).
       ncols, width, height: panel layout (inches per panel).
       fallback: how many ``taus`` the static PNG fallback shows (see :func:`fallback_taus`).
+      label: the live slider's label.
 
     Returns:
       ``None`` when the live slider was displayed; otherwise a :class:`TauSweep` (display it as
@@ -168,7 +200,9 @@ def tau_explorer(
     taus = _validated_taus(taus)
     if live is None:
         live = interactive()
-    if live and _live_slider(draw, taus, snap=snap, ncols=ncols, width=width, height=height):
+    if live and _live_slider(
+        draw, taus, snap=snap, ncols=ncols, width=width, height=height, label=label
+    ):
         return None
     html = tau_sweep_html(draw, taus, ncols=ncols, width=width, height=height)
     shown = fallback_taus(taus, fallback)
@@ -176,29 +210,59 @@ def tau_explorer(
     return TauSweep(html, png, taus)
 
 
-def live_slider_widget(taus: np.ndarray, *, snap: bool = True):
+def slider_width(taus: np.ndarray, figure_width: float | None = None) -> int:
+    """The live slider's width in pixels: the figure's (``figure_width`` inches at the book's
+    dpi), and at least 22 px per ``tau`` value and 360 px, at most 960 px."""
+    from qam_lite.plotting import use_style
+
+    use_style()
+    wide = 0.0 if figure_width is None else figure_width * plt.rcParams["figure.dpi"]
+    return int(min(960, max(360, 22 * len(taus), wide)))
+
+
+def live_slider_widget(
+    taus: np.ndarray,
+    *,
+    snap: bool = True,
+    label: str = SLIDER_LABEL,
+    figure_width: float | None = None,
+):
     """The ``tau`` control: a ``SelectionSlider`` over ``taus`` or a ``FloatSlider`` over their
-    range (``snap=False``). Uses only what ipywidgets 7.7 and 8 share."""
+    range (``snap=False``), labelled ``label`` in full and :func:`slider_width` wide
+    (``figure_width``: the figure's width in inches). Uses only what ipywidgets 7.7 and 8 share."""
     import ipywidgets
 
+    look = {
+        "description": label,
+        "style": {"description_width": "initial"},
+        "layout": ipywidgets.Layout(width=f"{slider_width(taus, figure_width)}px"),
+        "continuous_update": False,
+    }
     if snap:
         return ipywidgets.SelectionSlider(
-            options=[(_label(t), float(t)) for t in taus],
-            value=float(taus[0]),
-            description="tau",
-            continuous_update=False,
+            options=[(_label(t), float(t)) for t in taus], value=float(taus[0]), **look
         )
     return ipywidgets.FloatSlider(
         value=float(taus[0]),
         min=float(taus.min()),
         max=float(taus.max()),
         step=float(np.ptp(taus)) / 100 or 0.01,
-        description="tau",
-        continuous_update=False,
+        **look,
     )
 
 
-def _live_slider(draw: Draw, taus: np.ndarray, *, snap: bool, ncols: int, width, height):
+def live_frame(draw: Draw, tau: float, *, ncols: int = 1, width: float = 4.2, height: float = 3.2):
+    """One frame of the live slider: a new figure, ``draw(axes, tau)``, :func:`lay_out`; returns
+    the figure (the redraw shows and closes it)."""
+    fig, axes = subplots(1, ncols, width=width, height=height)
+    draw(axes, float(tau))
+    lay_out(fig, axes)
+    return fig
+
+
+def _live_slider(
+    draw: Draw, taus: np.ndarray, *, snap: bool, ncols: int, width, height, label=SLIDER_LABEL
+):
     """Display ``ipywidgets.interact`` over ``tau``; return it, or ``None`` without ipywidgets."""
     try:
         import ipywidgets
@@ -206,9 +270,9 @@ def _live_slider(draw: Draw, taus: np.ndarray, *, snap: bool, ncols: int, width,
         return None
 
     def redraw(tau: float):
-        fig, axes = subplots(1, ncols, width=width, height=height)
-        draw(axes, float(tau))
+        fig = live_frame(draw, tau, ncols=ncols, width=width, height=height)
         plt.show()
         plt.close(fig)
 
-    return ipywidgets.interact(redraw, tau=live_slider_widget(taus, snap=snap))
+    control = live_slider_widget(taus, snap=snap, label=label, figure_width=width * ncols)
+    return ipywidgets.interact(redraw, tau=control)

@@ -77,3 +77,89 @@ def test_fallback_taus_include_both_ends():
 def test_bad_taus_are_named(taus):
     with pytest.raises(ValueError, match="taus must"):
         widgets.tau_explorer(_draw, taus, live=False)
+
+
+def _three_panels(axes, tau):
+    """Chapter 8's live figure in miniature: two scatter panels (panel 1 with a legend naming
+    a large star) and a success curve, each with its own y-label."""
+    rng = np.random.default_rng(0)
+    for ax in axes[:2]:
+        b = rng.normal(size=(200, 2)) * 0.3
+        ax.scatter(*b.T, s=5, label="behaviour")
+        ax.scatter(*(0.5 * b.T + 0.1 * tau), s=5, label="policy")
+        ax.scatter([0.1], [0.2], marker="*", s=120, color="black", label="data's chunk")
+        ax.set(xlabel="chunk PC 1", ylabel="chunk PC 2", title=f"state 3, tau = {tau:g}")
+    axes[0].legend(loc="upper right", fontsize=7)
+    axes[2].plot([0, 1, 2], [0.0, 40.0, 90.0])
+    axes[2].set(xlabel="tau", ylabel="success (%)", ylim=(-3, 103))
+
+
+def _labels_over_left_neighbour(fig) -> list[str]:
+    """y-labels and y-tick labels of a panel that reach into the panel on its left."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for left, right in zip(fig.axes[:-1], fig.axes[1:], strict=True):
+        box = left.get_window_extent(renderer)
+        for text in [right.yaxis.label, *right.get_yticklabels()]:
+            if text.get_text() and text.get_window_extent(renderer).overlaps(box):
+                found.append(text.get_text())
+    return found
+
+
+def test_live_frame_is_laid_out_with_a_framed_legend():
+    import matplotlib.pyplot as plt
+
+    from qam_lite.plotting import subplots
+
+    # Drawn without a layout (the live redraw before), the labels run into the left panel.
+    fig, axes = subplots(1, 3, width=3.4, height=3.2)
+    _three_panels(axes, 1.0)
+    assert _labels_over_left_neighbour(fig), "the miniature no longer shows the overlap"
+    plt.close(fig)
+    fig = widgets.live_frame(_three_panels, 1.0, ncols=3, width=3.4, height=3.2)
+    try:
+        assert _labels_over_left_neighbour(fig) == []
+        legend = fig.axes[0].get_legend()
+        assert legend.get_frame_on()
+        # The key's markers are one size: the star is not drawn as large as the data's star.
+        sizes = {float(h.get_sizes()[0]) for h in legend.legend_handles}
+        assert sizes == {widgets.LEGEND_MARKER_SIZE}
+    finally:
+        plt.close(fig)
+
+
+def test_every_frame_is_laid_out(monkeypatch):
+    calls = []
+    original = widgets.lay_out
+
+    def spy(fig, axes):
+        calls.append(1)
+        original(fig, axes)
+
+    monkeypatch.setattr(widgets, "lay_out", spy)
+    widgets.tau_sweep_html(_draw, TAUS[:3], width=2.0, height=1.5)
+    assert len(calls) >= 3  # one per player frame
+    calls.clear()
+    widgets.tau_sweep_png(_draw, TAUS[:2], width=2.0, height=1.5)
+    assert len(calls) == 1
+    calls.clear()
+    pytest.importorskip("ipywidgets")
+    shown = widgets._live_slider(_draw, np.array(TAUS), snap=True, ncols=1, width=2.0, height=1.5)
+    assert calls == [1]  # interact draws the first frame at once, through live_frame
+    assert shown.widget.children[0].description == widgets.SLIDER_LABEL
+
+
+def test_live_slider_is_labelled_and_as_wide_as_the_figure():
+    pytest.importorskip("ipywidgets")
+    taus = np.linspace(0.0, 20.0, 21)  # chapter 3's slider
+    slider = widgets.live_slider_widget(taus, figure_width=6.0)
+    assert "inverse temperature" in slider.description
+    assert slider.style.description_width == "initial"  # the label is shown in full
+    assert slider.layout.width == f"{widgets.slider_width(taus, 6.0)}px"
+    assert widgets.slider_width(taus, 6.0) >= 600  # 6 inches at the book's 110 dpi
+    # Without a figure width: room for every value, never the 124 px default.
+    assert widgets.slider_width(taus) >= 22 * len(taus)
+    assert widgets.slider_width(np.array([0.0, 1.0])) == 360
+    smooth = widgets.live_slider_widget(np.array([0.0, 20.0]), snap=False, label="tau")
+    assert smooth.description == "tau" and smooth.layout.width == "360px"
