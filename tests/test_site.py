@@ -4,8 +4,9 @@
 Renders the site (quick mode) from the notebooks the chapter tests executed (``bookrun``: each
 chapter runs once per session) with a copy of ``../shared/myst-book-theme`` in a temporary folder,
 serves it on 127.0.0.1 and drives Debian's ``chromium`` with Playwright (its own browser
-download is unreachable). The theme's CDN stylesheets (KaTeX, font-awesome) are served from their
-npm packages, or blocked where npm is unreachable; every other outside request is blocked.
+download is unreachable). Every request to another host is blocked, as offline: the site must
+carry its own stylesheets and fonts (KaTeX's, font-awesome's: ``qam_lite/book/vendor``), and no
+formula may show twice (KaTeX's MathML copy is hidden only by KaTeX's stylesheet).
 Set ``QAM_LITE_SCREENSHOTS=DIR`` to keep a screenshot of each chapter page.
 """
 
@@ -16,7 +17,6 @@ import functools
 import http.server
 import json
 import os
-import subprocess
 import threading
 from pathlib import Path
 
@@ -28,16 +28,6 @@ from qam_lite.book.site import build_site, check_site
 
 CHROMIUM = Path("/usr/bin/chromium")
 THEME = chapters.ROOT.parent / "shared" / "myst-book-theme"
-# The CDN files the theme asks for, by URL prefix -> (npm package, folder inside it).
-CDN = {
-    "https://cdn.jsdelivr.net/npm/katex@0.15.2/": ("katex@0.15.2", "katex"),
-    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/4.7.0/": (
-        "font-awesome@4.7.0",
-        "font-awesome",
-    ),
-    # matplotlib's to_jshtml player links font-awesome 4.4 for its button icons; 4.7 serves it.
-    "https://maxcdn.bootstrapcdn.com/font-awesome/4.4.0/": ("font-awesome@4.7.0", "font-awesome"),
-}
 
 
 def _missing() -> str | None:
@@ -75,32 +65,6 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     build_site(executed, quick_mode=True, theme=THEME, build_dir=out, timeout=1200, strict=False)
     return out / "html"
-
-
-@pytest.fixture(scope="module")
-def cdn_files(tmp_path_factory):
-    """Local copies of the CDN packages (empty when npm cannot fetch them: then blocked)."""
-    folder = tmp_path_factory.mktemp("cdn")
-    specs = sorted({spec for spec, _ in CDN.values()})
-    try:
-        subprocess.run(
-            [
-                "npm",
-                "install",
-                "--silent",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-                str(folder),
-                *specs,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {prefix: folder / "node_modules" / name for prefix, (_, name) in CDN.items()}
 
 
 @pytest.fixture(scope="module")
@@ -145,23 +109,52 @@ def test_site_build_check_passes(site):
     assert check_site(site) == []
 
 
-def _route(cdn_files, blocked):
+def _route(blocked):
+    """Serve only the loopback server (and inline data); record and block everything else."""
+
     def handle(route):
         url = route.request.url
         if url.startswith(("http://127.0.0.1", "data:", "blob:")):
             return route.continue_()
-        for prefix, folder in cdn_files.items():
-            path = folder / url[len(prefix) :].split("?")[0].split("#")[0]
-            if url.startswith(prefix) and path.is_file():
-                return route.fulfill(path=str(path))
-        blocked.append(url)
+        blocked.append(f"{route.request.resource_type} {url}")
         return route.abort()
 
     return handle
 
 
+# Formulas (KaTeX) whose MathML copy is laid out on the page: without KaTeX's stylesheet that copy
+# shows beside the typeset formula. And the KaTeX fonts that loaded.
+_KATEX = """() => {
+    const formulas = [...document.querySelectorAll('article .katex')];
+    const twice = formulas.filter(k => {
+        const mathml = k.querySelector('.katex-mathml');
+        if (!mathml) return false;
+        const box = mathml.getBoundingClientRect();
+        return box.width > 1 || box.height > 1;
+    });
+    const fonts = [...document.fonts].filter(f => f.family.includes('KaTeX'));
+    return {
+        formulas: formulas.length,
+        twice: twice.slice(0, 3).map(k => k.textContent.slice(0, 60)),
+        twiceCount: twice.length,
+        fontsLoaded: fonts.filter(f => f.status === 'loaded').length,
+    };
+}"""
+
+
+def test_site_ships_its_stylesheets(site):
+    # Pages and the theme's scripts name no stylesheet on another host, and the copies exist.
+    from qam_lite.book.site import outside_stylesheets
+
+    assert outside_stylesheets(site) == []
+    index = (site / "index.html").read_text()
+    for css in ("vendor/katex/katex.min.css", "vendor/font-awesome/css/font-awesome.min.css"):
+        assert css in index
+        assert (site / css).is_file()
+
+
 @pytest.mark.parametrize("chapter", [md.stem for md in chapters.chapters()])
-def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files, tmp_path_factory):
+def test_chapter_page_in_chromium(chapter, site, server, browser, tmp_path_factory):
     url = chapter_pages(site).get(chapter)
     failure = bookrun.executed_dir(tmp_path_factory) / f"{chapter}.error.txt"
     if not url and failure.exists():
@@ -169,7 +162,7 @@ def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files, tmp
     assert url, f"no page for {chapter} in {site}"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     blocked: list[str] = []
-    page.route("**/*", _route(cdn_files, blocked))
+    page.route("**/*", _route(blocked))
     page.goto(server + url, wait_until="networkidle", timeout=60_000)
     page.wait_for_selector("article", timeout=30_000)
     # Figures: outputs render after the page hydrates; wait for one, then for all to load.
@@ -211,6 +204,18 @@ def test_chapter_page_in_chromium(chapter, site, server, browser, cdn_files, tmp
         last = slider.get_attribute("max")
         slider.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", last)
         assert image.get_attribute("src") != before, f"{chapter}: tau player {i} did not change"
+    # Offline, every formula is typeset once (KaTeX's stylesheet and fonts come with the site).
+    math = page.evaluate(_KATEX)
+    if "$" in (chapters.BOOK_DIR / f"{chapter}.md").read_text():
+        assert math["formulas"], f"{chapter}: no typeset formula on the page"
+        assert math["fontsLoaded"], f"{chapter}: no KaTeX font loaded"
+    assert not math["twiceCount"], (
+        f"{chapter}: {math['twiceCount']} formulas shown twice (typeset and as raw MathML), "
+        f"e.g. {math['twice']}"
+    )
+    outside = [b for b in blocked if b.split()[0] in ("stylesheet", "font")]
+    assert not outside, f"{chapter}: stylesheets or fonts requested from outside: {outside[:3]}"
+    assert not blocked, f"{chapter}: requests to other hosts (blocked): {blocked[:3]}"
     favicon = page.eval_on_selector("link[rel~=icon]", "el => el.href")
     assert page.request.get(favicon).ok, f"favicon {favicon} not served"
     shots = os.environ.get("QAM_LITE_SCREENSHOTS")

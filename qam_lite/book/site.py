@@ -9,6 +9,13 @@ chapter's ``book/NN_*.md`` replaced by its executed ``book/NN_*.ipynb``, the res
 (``index.md``, ``images/``) and the library sources that chapters ``literalinclude``
 (``../qam_lite/*.py``). Links between chapters (``01_flow_matching.md``) are pointed at the
 notebooks. The site lands in ``_build/html``; :func:`check_site` then checks every chapter page.
+
+The theme links its stylesheets from CDNs (KaTeX's, without which every formula shows twice: once
+typeset, once as the MathML KaTeX writes for screen readers; font-awesome's), and matplotlib's
+``to_jshtml`` players link font-awesome 4.4 for their buttons. :func:`vendor_stylesheets` ships
+copies of those files (``qam_lite/book/vendor``, from their npm packages) with the built site and
+points the pages at them, so the site reads the same offline (``python -m http.server -d
+_build/html``) as online.
 """
 
 from __future__ import annotations
@@ -27,6 +34,35 @@ from qam_lite.book.build import Interrupted
 THEME_DIR = Path("_build") / "templates" / "site" / "myst" / "book-theme"
 #: The generated MyST project, inside the build folder (``_build``).
 PROJECT_DIR = "myst"
+
+
+#: The stylesheets shipped with the site (``vendor/README.md`` says where each file comes from).
+VENDOR_DIR = Path(__file__).resolve().with_name("vendor")
+#: Where they land in the built site, below its base URL.
+VENDORED_AT = "vendor"
+_FONT_AWESOME = "font-awesome/css/font-awesome.min.css"
+#: CDN stylesheet -> the vendored copy (``VENDOR_DIR``-relative). font-awesome 4.7 holds every
+#: icon of 4.4 under the same names.
+VENDORED = {
+    "https://cdn.jsdelivr.net/npm/katex@0.15.2/dist/katex.min.css": "katex/katex.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/4.7.0/css/font-awesome.css": _FONT_AWESOME,
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/4.7.0/css/font-awesome.min.css": (
+        _FONT_AWESOME
+    ),
+    "https://maxcdn.bootstrapcdn.com/font-awesome/4.4.0/css/font-awesome.min.css": _FONT_AWESOME,
+}
+# The theme also links ipympl's widget stylesheet at jupyter-matplotlib@0.11.3, a version npm
+# never had (the link fails online too); the book has no ipympl widget, so the link is dropped.
+_DEAD_LINKS = [
+    re.compile(r'<link[^>]*href="https://cdn\.jsdelivr\.net/npm/jupyter-matplotlib@[^"]*"[^>]*>'),
+    re.compile(
+        r'\{rel:"stylesheet",href:"https://cdn\.jsdelivr\.net/npm/jupyter-matplotlib@[^"]*"\},?'
+    ),
+]
+#: A stylesheet on another host, as pages (HTML, page JSON) and the theme's JavaScript (which
+#: re-adds its ``<link>`` elements when a page hydrates) name it.
+_OUTSIDE_CSS = re.compile(r"""(?:https?:)?//[\w.-]+\.[a-z]+/[^"'\s\\<>()]*\.css\b""")
+_TEXT_SUFFIXES = {".html", ".json", ".js"}
 
 
 class SiteError(Exception):
@@ -164,7 +200,9 @@ def site_project(executed: Path, dest: Path, root: Path = chapters.ROOT) -> list
                 cell.source = rewrite(cell.source)
         nbformat.write(nb, dest / "book" / f"{stem}.ipynb")
     shutil.copytree(
-        root / "qam_lite", dest / "qam_lite", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        root / "qam_lite",
+        dest / "qam_lite",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vendor"),
     )
     # Anything else a page may point at with ../ (committed results/, benchmarks/, ...), in place.
     for path in root.iterdir():
@@ -269,6 +307,7 @@ def build_site(
     if html_dir.exists():
         shutil.rmtree(html_dir)
     shutil.copytree(built, html_dir)
+    vendor_stylesheets(html_dir)
     if strict:
         problems = check_site(html_dir)
         if problems:
@@ -279,6 +318,63 @@ def build_site(
                 + (f"\nfirst error in the log: {first}" if first else "")
             )
     return html_dir / "index.html"
+
+
+def _base_url(html_dir: Path) -> str:
+    """The path the site is served under (the build's ``BASE_URL``: ``""`` or ``"/repository"``),
+    as ``index.html`` names the theme's own scripts."""
+    index = html_dir / "index.html"
+    text = index.read_text(errors="replace") if index.is_file() else ""
+    found = re.search(r'(?:href|src)="([^"]*?)/build/', text)
+    return found[1] if found else ""
+
+
+def _site_texts(html_dir: Path):
+    """``(path, text)`` of every page, page JSON and script of a built site, outside ``vendor/``.
+
+    Decoded with ``surrogateescape``: a file written back is byte for byte the same where
+    nothing was replaced."""
+    for path in sorted(html_dir.rglob("*")):
+        if path.suffix in _TEXT_SUFFIXES and path.is_file():
+            if path.relative_to(html_dir).parts[0] != VENDORED_AT:
+                yield path, path.read_bytes().decode("utf-8", "surrogateescape")
+
+
+def vendor_stylesheets(html_dir: Path) -> list[Path]:
+    """Ship the CDN stylesheets with a built site: copy :data:`VENDOR_DIR` to
+    ``html_dir/vendor`` and point every page, page JSON and script at the copies (dropping the
+    theme's dead ipympl link). Returns the files changed.
+
+    KaTeX's ``<link>`` keeps its ``integrity`` hash: the copy is the npm package's file, byte for
+    byte the one the CDN serves (``vendor/README.md``).
+    """
+    html_dir = Path(html_dir)
+    base = _base_url(html_dir)
+    dest = html_dir / VENDORED_AT
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(VENDOR_DIR, dest)
+    local = {url: f"{base}/{VENDORED_AT}/{path}" for url, path in VENDORED.items()}
+    cdn = re.compile("|".join(map(re.escape, sorted(local, key=len, reverse=True))))
+    changed = []
+    for path, text in _site_texts(html_dir):
+        new = cdn.sub(lambda m: local[m[0]], text)
+        for dead in _DEAD_LINKS:
+            new = dead.sub("", new)
+        if new != text:
+            path.write_bytes(new.encode("utf-8", "surrogateescape"))
+            changed.append(path)
+    return changed
+
+
+def outside_stylesheets(html_dir: Path) -> list[str]:
+    """``"file: url"`` for each stylesheet a built site still loads from another host."""
+    html_dir = Path(html_dir)
+    return [
+        f"{path.relative_to(html_dir).as_posix()}: {url}"
+        for path, text in _site_texts(html_dir)
+        for url in sorted(set(_OUTSIDE_CSS.findall(text)))
+    ]
 
 
 def _walk_outputs(node):
@@ -319,11 +415,15 @@ def check_site(html_dir: Path) -> list[str]:
 
     Each chapter page (``book/NN_*.md``, rendered from its executed notebook) must exist, hold
     outputs, and hold no error output, traceback, live widget or progress bar; every figure it
-    references must exist on disk.
+    references must exist on disk. No page or script may load a stylesheet from another host
+    (offline, KaTeX's missing stylesheet shows every formula twice; :func:`vendor_stylesheets`).
     """
     html_dir = Path(html_dir)
     pages = chapter_pages(html_dir)
-    problems = []
+    problems = [
+        f"stylesheet from outside the site (not vendored): {where}"
+        for where in outside_stylesheets(html_dir)
+    ]
     for md in chapters.chapters():
         where = md.relative_to(md.parent.parent).as_posix()
         page = pages.get(md.stem)
