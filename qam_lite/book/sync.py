@@ -2,13 +2,32 @@
 
 ``qam-lite book --sync`` rewrites every chapter's Colab badge and install line from
 :data:`~qam_lite.book.chapters.REPOSITORY`, recomputes the line markers of its ``literalinclude``
-blocks from the library's current source, re-pairs each ``.md`` with its ``.ipynb`` (jupytext)
-and regenerates the API reference page ``book/api.md`` from the library's docstrings
+blocks from the library's current source, re-pairs each ``.md`` with its ``.ipynb`` and
+regenerates the API reference page ``book/api.md`` from the library's docstrings
 (:mod:`qam_lite.book.api`).
+
+The pairing goes one way: ``book/NN_*.md`` is the source, and ``book/NN_*.ipynb`` is what
+:func:`paired_notebook` makes of it, for Colab and for anyone who opens a notebook file. Neither
+file declares jupytext ``formats``, so jupytext (``jupytext --sync``, JupyterLab's jupytext)
+never writes one from the other: saving a chapter in JupyterLab writes only the file that was
+open. The notebook differs from a plain jupytext conversion in two ways:
+
+- every ``literalinclude`` (a MyST directive, which Jupyter, Colab and nbconvert show as raw text)
+  is expanded into the library lines it selects, as a fenced ``python`` block after an HTML comment
+  that holds the directive (:func:`expand_includes`); :func:`collapse_includes` turns that back
+  into the directive, so an ``.md`` converted from the notebook is restored by the next sync;
+- its metadata is what JupyterLab writes when it opens the notebook with the ``python3`` kernel
+  (:data:`KERNELSPEC`, :data:`LANGUAGE_INFO`; JupyterLab adds only the kernel's Python version),
+  its cell ids are fixed (from each cell's content) and it ends with a newline, as Jupyter saves.
+
+A notebook saved from JupyterLab (outputs, execution counts, its Python version) or edited by hand
+differs from :func:`paired_notebook`: :func:`pair_drift` says how, and ``qam-lite book --sync``
+rewrites it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -75,31 +94,235 @@ def _sync_include(match: re.Match) -> str:
 
 def sync_chapter_text(text: str, chapter: str) -> str:
     """Rewrite one chapter's Colab badge and install line from :data:`REPOSITORY`, and the line
-    markers of its ``literalinclude`` blocks from the library's current source."""
+    markers of its ``literalinclude`` blocks from the library's current source.
+
+    Expanded includes (a chapter converted back from its notebook) become directives again
+    (:func:`collapse_includes`)."""
+    text = collapse_includes(text)
     text = _BADGE.sub(lambda _: colab_badge(chapter), text)
     text = _INSTALL.sub(lambda _: colab_install(), text)
     return _INCLUDE.sub(_sync_include, text)
 
 
-def sync(paths: list[Path] | None = None) -> list[Path]:
-    """Rewrite badges/install cells, re-pair each ``.md`` with its ``.ipynb`` and regenerate the
-    API reference page (``book/api.md``, :func:`~qam_lite.book.api.api_markdown`); return the
-    changed chapters and pages."""
+#: One whole ``literalinclude`` block: the directive line, its options, the closing fence.
+_INCLUDE_BLOCK = re.compile(
+    r"^```\{literalinclude\} (?P<path>\S+)\n(?P<opts>(?::[^\n]*\n)*)```[ \t]*$", re.M
+)
+
+
+#: An expanded block (:func:`expand_includes`): the directive in a comment, then the lines (a
+#: fenced block in the directive's ``language``, ``python`` by default).
+_EXPANDED = re.compile(
+    r"^<!-- \{literalinclude\} (?P<path>\S+)\n(?P<opts>(?::[^\n]*\n)*)-->\n"
+    r"(?P<fence>`{3,})[\w+-]*\n.*?\n(?P=fence)[ \t]*$",
+    re.M | re.S,
+)
+
+
+#: The options :func:`include_lines` implements (those of MyST's literalinclude the book uses).
+_SELECTORS = ("start-at", "start-after", "end-before", "end-at", "language")
+
+
+def include_lines(path: str, opts: dict[str, str]) -> str:
+    """The lines a ``literalinclude`` of ``path`` (relative to ``book/``) shows, as MyST selects
+    them: from the first line holding ``start-at`` (or after the one holding ``start-after``) to
+    the first line after it holding ``end-before`` (excluded) or ``end-at`` (included); trailing
+    blank lines dropped. Raises ``ValueError`` for an option it does not implement, or a marker
+    the file does not hold."""
+    unknown = sorted(set(opts) - set(_SELECTORS))
+    if unknown:
+        raise ValueError(f"literalinclude of {path}: option(s) {unknown} not expanded by sync")
+    lines = (chapters.BOOK_DIR / path).read_text().splitlines()
+
+    def find(marker: str, start: int) -> int:
+        for i in range(start, len(lines)):
+            if marker in lines[i]:
+                return i
+        raise ValueError(f"literalinclude of {path}: no line holds {marker!r}")
+
+    first = 0
+    if "start-at" in opts:
+        first = find(opts["start-at"], 0)
+    elif "start-after" in opts:
+        first = find(opts["start-after"], 0) + 1
+    last = len(lines)
+    if "end-before" in opts:
+        last = find(opts["end-before"], first + 1)
+    elif "end-at" in opts:
+        last = find(opts["end-at"], first + 1) + 1
+    return "\n".join(lines[first:last]).rstrip()
+
+
+def _options(opts: str) -> dict[str, str]:
+    return dict(
+        line[1:].split(": ", 1) if ": " in line else (line[1:].rstrip(":"), "")
+        for line in opts.splitlines()
+    )
+
+
+def expand_includes(text: str) -> str:
+    """``text`` (a markdown cell) with every ``literalinclude`` replaced by the lines it shows,
+    as a fenced ``python`` block, after an HTML comment that keeps the directive (hidden in
+    Jupyter, Colab and nbconvert)."""
+
+    def expand(match: re.Match) -> str:
+        opts = _options(match["opts"])
+        code = include_lines(match["path"], opts)
+        fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", code)), default=0))
+        return (
+            f"<!-- {{literalinclude}} {match['path']}\n{match['opts']}-->\n"
+            f"{fence}{opts.get('language') or 'python'}\n{code}\n{fence}"
+        )
+
+    return _INCLUDE_BLOCK.sub(expand, text)
+
+
+def collapse_includes(text: str) -> str:
+    """The inverse of :func:`expand_includes`: expanded blocks become directives again."""
+    return _EXPANDED.sub(lambda m: f"```{{literalinclude}} {m['path']}\n{m['opts']}```", text)
+
+
+#: The kernel metadata JupyterLab 4 writes for the ``python3`` (ipykernel) kernel; it adds the
+#: kernel's Python version to ``language_info``, which depends on the reader's machine.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+#: The ``language_info`` JupyterLab 4 writes for that kernel, less the Python version.
+LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+}
+
+
+def paired_notebook(md: Path, text: str | None = None):
+    """The notebook ``qam-lite book --sync`` pairs with chapter ``md`` (``text``: its source,
+    read from ``md`` when not given): jupytext's conversion, includes expanded, Jupyter's
+    metadata, cell ids from each cell's content. An ``nbformat`` notebook."""
     import jupytext
 
+    nb = jupytext.reads(md.read_text() if text is None else text, fmt="md:myst")
+    # What jupytext keeps of its own metadata in an .ipynb (the .md's format is not the notebook's).
+    nb.metadata.get("jupytext", {}).pop("text_representation", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = dict(LANGUAGE_INFO)
+    seen: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = expand_includes(cell.source)
+        digest = hashlib.sha256(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()
+        cell_id = digest[:8]
+        while cell_id in seen:  # the same source twice: the next 8 hex digits
+            digest = hashlib.sha256(digest.encode()).hexdigest()
+            cell_id = digest[:8]
+        seen.add(cell_id)
+        cell.id = cell_id
+    return nb
+
+
+def notebook_text(nb) -> str:
+    """``nb`` as Jupyter saves it (``nbformat.write``: sorted keys, one-space indent, newline)."""
+    import nbformat
+
+    return nbformat.writes(nb, version=4) + "\n"
+
+
+def pair_drift(md: Path, text: str | None = None) -> list[str]:
+    """How chapter ``md``'s ``.ipynb`` differs from what ``qam-lite book --sync`` writes, as short
+    phrases (empty when it is exactly that); ``text``: the chapter's source, if not ``md``'s."""
+    import json
+
+    nb_path = md.with_suffix(".ipynb")
+    expected = paired_notebook(md, text)
+    if not nb_path.exists():
+        return ["missing"]
+    actual_text = nb_path.read_text()
+    if actual_text == notebook_text(expected):
+        return []
+    try:
+        actual = json.loads(actual_text)
+        cells = actual["cells"]
+    except (ValueError, KeyError, TypeError):
+        return ["not a notebook (unreadable JSON)"]
+    found = []
+    wanted = [(c.cell_type, c.source) for c in expected.cells]
+    have = [(c.get("cell_type"), _joined(c.get("source", ""))) for c in cells]
+    if len(have) != len(wanted):
+        found.append(f"{len(have)} cells where the .md makes {len(wanted)}")
+    differ = [i for i, (a, b) in enumerate(zip(have, wanted, strict=False), 1) if a != b]
+    if differ:
+        found.append("cell(s) " + ", ".join(map(str, differ[:5])) + " differ from the .md")
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    saved = [i for i, c in enumerate(code, 1) if c.get("outputs")]
+    if saved:
+        found.append("outputs saved in code cell(s) " + ", ".join(map(str, saved[:5])))
+    if any(c.get("execution_count") is not None for c in code):
+        found.append("execution counts saved")
+    keys = sorted(
+        k
+        for k in set(actual.get("metadata", {})) | set(expected.metadata)
+        if actual.get("metadata", {}).get(k) != expected.metadata.get(k)
+    )
+    if keys:
+        found.append("notebook metadata " + ", ".join(keys))
+    cell_meta = [
+        i
+        for i, (c, e) in enumerate(zip(cells, expected.cells, strict=False), 1)
+        if c.get("metadata", {}) != e.metadata
+    ]
+    if cell_meta:
+        found.append("cell metadata of cell(s) " + ", ".join(map(str, cell_meta[:5])))
+    return found or ["cell ids or JSON layout"]
+
+
+def _joined(source) -> str:
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _shown(path: Path) -> str:
+    root = chapters.ROOT
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def check(paths: list[Path] | None = None) -> list[str]:
+    """What ``qam-lite book --sync`` would change, one line per file (empty when nothing): the
+    chapters' Colab cells and include markers, their notebooks (:func:`pair_drift`), the API page.
+    Changes nothing."""
+    from qam_lite.book.api import API_PAGE, api_markdown
+
+    fix = "(run `qam-lite book --sync`)"
+    found = []
+    for md in paths or chapters.chapters():
+        text = md.read_text()
+        new = sync_chapter_text(text, md.stem)
+        if new != text:
+            found.append(f"{_shown(md)}: Colab cells or literalinclude markers out of date {fix}")
+        drift = pair_drift(md, new)
+        if drift:
+            found.append(f"{_shown(md.with_suffix('.ipynb'))}: {'; '.join(drift)} {fix}")
+    if not API_PAGE.exists() or API_PAGE.read_text() != api_markdown():
+        found.append(f"{_shown(API_PAGE)}: out of date with the library's docstrings {fix}")
+    return found
+
+
+def sync(paths: list[Path] | None = None) -> list[Path]:
+    """Rewrite badges/install cells, re-pair each ``.md`` with its ``.ipynb`` (a notebook that is
+    not exactly :func:`paired_notebook`'s is rewritten: saved outputs and metadata go) and
+    regenerate the API reference page (``book/api.md``, :func:`~qam_lite.book.api.api_markdown`);
+    return the changed chapters and pages."""
     from qam_lite.book.api import API_PAGE, api_markdown
 
     changed = []
     for md in paths or chapters.chapters():
         text = md.read_text()
         new = sync_chapter_text(text, md.stem)
-        nb_path = md.with_suffix(".ipynb")
-        stale = not nb_path.exists() or nb_path.stat().st_mtime < md.stat().st_mtime
         if new != text:
             chapters.write_text(md, new)
-        if new != text or stale:
-            nb = jupytext.reads(new, fmt="md:myst")
-            chapters.write_text(nb_path, jupytext.writes(nb, fmt="ipynb"))
+        nb_path = md.with_suffix(".ipynb")
+        paired = notebook_text(paired_notebook(md, new))
+        if new != text or not nb_path.exists() or nb_path.read_text() != paired:
+            chapters.write_text(nb_path, paired)
             changed.append(md)
     page = api_markdown()
     if not API_PAGE.exists() or API_PAGE.read_text() != page:
