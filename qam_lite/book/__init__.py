@@ -2,7 +2,7 @@
 
 A chapter needs four things from here: :func:`pick` / :func:`quick` (``QAM_LITE_QUICK=1``
 shrinks its work for a 2-core CPU), :data:`REPOSITORY` / :data:`BRANCH` (its Colab badge) and
-:func:`run_time` (its run-time box: {eval}`run_time("05_lean_adjoint", "quick")`).
+:func:`run_time` (its run-time box, as an ``{eval}`` role calling it).
 The machinery lives in the submodules, which import the library and never the reverse:
 
 ``chapters``  the chapter files, their hashes, the state of their last run, output checks

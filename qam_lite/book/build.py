@@ -1,8 +1,8 @@
 """``qam-lite book``: execute every chapter once, in a fresh kernel, and keep the result.
 
 :func:`build` runs every chapter (nbclient) and keeps, under ``_build/book``, the executed
-notebook of each, with the value of every inline expression {eval}`expr` of its prose stored
-beside it (the numbers the prose quotes come from the cells that measure them). A chapter's
+notebook of each, with the value of every inline expression (MyST ``{eval}`` role) of its prose
+stored beside it (the numbers the prose quotes come from the cells that measure them). A chapter's
 files are replaced only once it has run to the end, and a chapter is skipped when its source,
 mode and the library match the last finished run, so an interrupted build resumes.
 :func:`qam_lite.book.site.build_site` then renders those executed notebooks as the Jupyter Book 2
@@ -98,7 +98,7 @@ def _execute_interruptibly(client, **kwargs) -> None:
 
 
 class ExpressionFailed(Exception):
-    """An inline expression {eval}`expr` of a markdown cell raised in the chapter's kernel."""
+    """An inline expression (``{eval}`` role) of a markdown cell raised in the chapter's kernel."""
 
 
 def _expression_result(result: dict) -> dict:
@@ -129,7 +129,7 @@ def _expression_result(result: dict) -> dict:
 def _client(nb, **kwargs):
     """An nbclient ``NotebookClient`` that also evaluates each markdown cell's inline expressions.
 
-    Each markdown cell's {eval}`expr` roles are evaluated when the cell is reached, so after every
+    Each markdown cell's ``{eval}`` roles are evaluated when the cell is reached, so after every
     code cell above it, in the same kernel (an ``execute_request`` with no code and the
     expressions as ``user_expressions``, as mystmd does), and stored in the cell's metadata
     ``user_expressions`` as ``[{"expression", "result"}]``, the format mystmd renders. After the
@@ -189,7 +189,7 @@ def _client(nb, **kwargs):
 
 
 def _fill_run_times(nb, stem: str) -> None:
-    """Re-evaluate, from the record just updated, the run-time box's {eval}`run_time(...)`
+    """Re-evaluate, from the record just updated, the run-time box's ``run_time(...)``
     expressions, so that the executed page shows this very run (the kernel read the record as
     it was before the run finished)."""
     call = re.compile(rf"run_time\(\s*(['\"]){stem}\1\s*,\s*(['\"])(?P<mode>quick|full)\2\s*\)")
@@ -213,8 +213,8 @@ def execute_chapter(
 
     The kernel runs in batch mode (:func:`batch_env`; quick mode as ``quick_mode``, default: the
     current :func:`quick`); its own log (not the cells' output) goes to
-    ``out_dir/<chapter>.kernel.log``. Every markdown cell's inline expressions {eval}`expr` are
-    evaluated after the code cells above it and stored in its metadata (:func:`_client`). With
+    ``out_dir/<chapter>.kernel.log``. Every markdown cell's inline expressions (``{eval}`` roles)
+    are evaluated after the code cells above it and stored in its metadata (:func:`_client`). With
     ``record_run_time``, the run's seconds and device go to ``book/runtimes.json``
     (:func:`qam_lite.book.chapters.record_run_time`), which the chapter's run-time box shows.
     ``out_dir/<chapter>.ipynb`` is replaced, atomically, only when every cell ran; on an error

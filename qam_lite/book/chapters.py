@@ -88,12 +88,13 @@ def notebook_problems(nb) -> list[str]:
 
 # A fenced block (``` or ~~~, any directive included): MyST parses no role inside it.
 _FENCE = re.compile(r"^(?P<f>`{3,}|~{3,}).*?^(?P=f)[ \t]*$", re.M | re.S)
-# A MyST inline expression {eval}`expr` (or with doubled backticks, for an expr holding one).
+# A MyST inline expression: the eval role, its expression in backticks (doubled for an expression
+# holding one).
 _EVAL = re.compile(r"\{eval\}(?P<ticks>`+)(?P<expr>.+?)(?P=ticks)(?!`)")
 
 
 def inline_expressions(markdown: str) -> list[str]:
-    """The expressions of the MyST roles {eval}`expr` of one markdown cell, in order of first
+    """The expressions of the MyST ``{eval}`` roles of one markdown cell, in order of first
     appearance, without repeats (code blocks skipped).
 
     mystmd matches a role to its stored value by this exact text (``expression`` in the cell's
@@ -180,7 +181,8 @@ def _duration(seconds: float) -> str:
 def run_time(stem: str, mode: str) -> str:
     """One reader-facing phrase for a chapter's run-time box: its last recorded execution in
     ``mode`` ("quick" or "full") on each device, e.g. ``"5.0 min (2-core CPU, load average
-    7.1)"``, or ``"not measured yet"``. Chapters show it with {eval}`run_time(stem, "quick")`."""
+    7.1)"``, or ``"not measured yet"``. Chapters show it with an ``{eval}`` role calling
+    ``run_time(stem, "quick")``."""
     if mode not in ("quick", "full"):
         raise ValueError(f"mode must be 'quick' or 'full', not {mode!r}")
     runs = read_run_times().get(stem, {}).get(mode, {})
