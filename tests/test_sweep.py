@@ -316,6 +316,70 @@ def test_local_sweep_killed_and_rerun_finishes_every_run_once(tmp_path, data_dir
     assert third.returncode == 0 and "nothing to do" in third.stdout
 
 
+@pytest.mark.slow
+def test_ctrl_c_on_a_local_sweep_saves_every_running_job_and_the_rerun_finishes(tmp_path, data_dir):
+    """Ctrl-C as a terminal sends it (SIGINT to the sweep's whole process group): each running
+    job saves a checkpoint at the step it reached (checkpoints are otherwise written only at the
+    end here), nothing prints a traceback, the sweep exits 130; the same command then finishes
+    every run with each evaluation and metrics row once."""
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "qam_lite", "sweep", *tiny_args(data_dir, out)]
+    cmd += [
+        "--max-parallel",
+        "2",
+        "--set",
+        "checkpoint_interval=200",
+        "--set",
+        "updates_per_call=25",
+    ]
+    cmd += ["--set", "log_interval=25"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    run_dirs = [out / t / a for t in TASKS for a in ("qam", "bc")]
+    first = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 600  # a busy CI machine compiles slowly
+    started = []
+    while time.time() < deadline and first.poll() is None and len(started) < 2:
+        # Both running jobs are training (a Ctrl-C while one compiles stops it with no step)
+        started = [d for d in run_dirs if len(_rows(d / "metrics.csv")) >= 1]
+        time.sleep(0.2)
+    assert first.poll() is None, first.stdout.read().decode()[-3000:]
+    os.killpg(first.pid, signal.SIGINT)  # the sweep, its submitit controllers (not the jobs)
+    said = first.communicate(timeout=240)[0].decode()
+    assert first.returncode == 130, said[-3000:]
+    assert "interrupted: 2 running job(s) save a checkpoint and stop" in said, said
+    assert "Traceback" not in said and "BrokenPipeError" not in said, said
+    from qam_lite.training import checkpoint as ckpt
+
+    # The two jobs running at the Ctrl-C each say they stopped (a short bc job may have finished
+    # before it, and the next job then started: one stopped before training began keeps no step)
+    assert said.count("\nstopped ") == 2 and "FAILED" not in said, said
+    stopped = [d for d in run_dirs if (d / "checkpoint.npz").exists() and not _done(d)]
+    assert len(stopped) == said.count("checkpoint saved): rerun the sweep") >= 1, said
+    for d in stopped:
+        meta = ckpt.read_meta(d / "checkpoint.npz")
+        logged = [int(r[0]) for r in _rows(d / "metrics.csv")]
+        assert meta["phase"] == "offline" and 0 < meta["step"] < 200, meta
+        assert meta["step"] == logged[-1], (meta, logged)  # saved where it stopped: nothing lost
+        err = (d / "stderr.log").read_text()
+        assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    for d in run_dirs:
+        assert _done(d), d
+        assert [r[0] for r in _rows(d / "eval.csv")] == ["100", "200"], d
+        assert [r[0] for r in _rows(d / "metrics.csv")] == [str(25 * k) for k in range(1, 9)], d
+
+
+def _rows(path: Path) -> list[list[str]]:
+    """A CSV log's rows after its header ([] before the file exists)."""
+    if not path.exists():
+        return []
+    return [line.split(",") for line in path.read_text().splitlines()[1:] if line]
+
+
 def _attempts(run_dir: Path) -> list:
     path = run_dir / "job.json"
     return json.loads(path.read_text())["attempts"] if path.exists() else []

@@ -126,30 +126,39 @@ class SweepJob(Checkpointable):
             os.sched_setaffinity(0, self.cpus)
         run_dir = Path(self.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if _job_environment() is not None:  # a submitit job: its output goes to the run folder
+        job_env = _job_environment()
+        if job_env is not None:  # a submitit job: its output goes to the run folder
             _redirect_output(run_dir)
-        self._record_attempt(run_dir)
-        from qam_lite.config import from_dict
-        from qam_lite.training.train import train
+        if job_env is not None and job_env.cluster == "local":
+            _own_interrupts()
+        self._record_attempt(run_dir)  # after _own_interrupts: the sweep signals this pid
+        preempted: list[int] = []
+        try:  # from here on a forwarded Ctrl-C is answered, whenever it comes
+            from qam_lite.config import from_dict
+            from qam_lite.training.train import train
 
-        config = from_dict(self.config_dict)
-        sys.argv = train_command(config, run_dir)  # provenance.json records this command
-        previous = signal.getsignal(_preempt_signal())
-        preempted = []
+            config = from_dict(self.config_dict)
+            sys.argv = train_command(config, run_dir)  # provenance.json records this command
+            previous = signal.getsignal(_preempt_signal())
 
-        def on_preempt(signum, frame):
-            # Ask training to stop as on a first Ctrl-C (it finishes the current step and saves a
-            # checkpoint, then returns); submitit's own handler then requeues the job below.
-            preempted.append(signum)
-            os.kill(os.getpid(), signal.SIGINT)
+            def on_preempt(signum, frame):
+                # Ask training to stop as on a first Ctrl-C (it finishes the current step and
+                # saves a checkpoint, then returns); submitit's own handler then requeues the job.
+                preempted.append(signum)
+                os.kill(os.getpid(), signal.SIGINT)
 
-        if callable(previous):  # under submitit: its checkpoint-and-requeue handler
-            signal.signal(_preempt_signal(), on_preempt)
-        try:
+            if callable(previous):  # under submitit: its checkpoint-and-requeue handler
+                signal.signal(_preempt_signal(), on_preempt)
             summary = train(config, run_dir, progress=False)
         except KeyboardInterrupt:
-            if not preempted:
-                raise
+            if not preempted:  # a second Ctrl-C, or one before training began: nothing saved now
+                return {
+                    "task": self.config_dict.get("task"),
+                    "agent": self.config_dict.get("agent"),
+                    "interrupted": True,
+                    "stopped_by": "a second signal, or one before training began; "
+                    "what it trained since its last checkpoint is not kept",
+                }
             summary = None
         if preempted:
             print(f"pre-empted at {_now()}: checkpoint saved, requeuing", flush=True)
@@ -187,6 +196,20 @@ def _job_environment():
         return submitit.JobEnvironment()
     except RuntimeError:
         return None
+
+
+def _own_interrupts() -> None:
+    """Take this local job out of the terminal's Ctrl-C: the sweep forwards exactly one SIGINT.
+
+    A terminal sends Ctrl-C to its whole foreground process group: the sweep, submitit's job
+    controllers and their jobs. The controller (see :func:`run_local`) ignores it, since on
+    SIGINT it would SIGINT its job once more and SIGKILL it a second later, mid-checkpoint. This
+    job leaves the group, so it hears only the sweep's own forwarded signal, which ``train``
+    answers by saving its checkpoint at the next step boundary; its SIGINT handler is Python's
+    again (the ignored SIGINT was inherited from the controller).
+    """
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _preempt_signal():
@@ -286,7 +309,11 @@ def compile_cache_env(spec: SweepSpec) -> dict:
 
 
 def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_s=1.0) -> list:
-    """Run the unfinished runs with submitit's LocalExecutor, at most one job per slot."""
+    """Run the unfinished runs with submitit's LocalExecutor, at most one job per slot.
+
+    Ctrl-C (SIGINT) asks every running job to save its checkpoint and stop, waits for them,
+    reports each, then raises ``KeyboardInterrupt``; a second Ctrl-C stops them at once.
+    """
     _need_submitit()
     from qam_lite.config import to_dict
     from qam_lite.training.rundir import in_use  # here: rundir's imports load JAX
@@ -294,12 +321,13 @@ def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_
     slots = [(env | compile_cache_env(spec), cpus) for env, cpus in local_slots(res)]
     folder = Path(spec.out) / ".submitit"
     executor = submitit.LocalExecutor(folder=str(folder))
-    # A local job never times out (30 days); pre-emption does not happen locally.
-    executor.update_parameters(timeout_min=30 * 24 * 60)
+    # A local job never times out (30 days); pre-emption does not happen locally. The job's
+    # controller ignores SIGINT (see _own_interrupts); its shell is submitit's "setup" hook.
+    executor.update_parameters(timeout_min=30 * 24 * 60, setup=["trap '' INT"])
     todo = [r for r in runs if r.status != "done"]
     free = list(range(len(slots)))
     running: list[tuple[Any, int, PlannedRun]] = []
-    results = []
+    results: list[dict] = []
     print(f"running {len(todo)} job(s), at most {len(slots)} at once (submitit local)", flush=True)
     try:
         while todo or running:
@@ -323,41 +351,79 @@ def run_local(spec: SweepSpec, runs: Sequence[PlannedRun], res: Resources, poll_
                 running.append((job, slot, run))
                 print(f"started {run.task} x {run.agent} (job {job.job_id})", flush=True)
             time.sleep(poll_s)
-            for item in list(running):
-                job, slot, run = item
-                if not job.done():
-                    continue
+            for item in [item for item in running if item[0].done()]:
                 running.remove(item)
-                free.append(slot)
-                try:
-                    summary = job.result()
-                    results.append(summary)
-                    if summary.get("interrupted"):  # a signal stopped it: saved, not done
-                        print(
-                            f"stopped {run.task} x {run.agent} at step {summary['step']} of "
-                            f"{summary['total_steps']} ({summary.get('stopped_by')}; checkpoint "
-                            "saved): rerun the sweep to continue it",
-                            flush=True,
-                        )
-                        continue
-                    rate = summary.get("success_rate")
-                    shown = "n/a" if rate is None else f"{100 * rate:.1f}%"
-                    print(f"done {run.task} x {run.agent}: success {shown}", flush=True)
-                except Exception as err:  # noqa: BLE001 - reported per job, sweep continues
-                    results.append({"task": run.task, "agent": run.agent, "error": str(err)})
-                    cause = _cause(Path(run.run_dir) / "stderr.log") or (
-                        str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
-                    )
-                    print(
-                        f"FAILED {run.task} x {run.agent}: {cause} (the whole traceback: "
-                        f"{run.run_dir}/stderr.log)",
-                        flush=True,
-                    )
+                free.append(item[1])
+                results.append(_report(item[0], item[2]))
     except KeyboardInterrupt:
-        for job, _, _ in running:
-            job.cancel()  # SIGINT: each training saves its checkpoint
+        _stop_jobs([(job, run) for job, _, run in running], results, poll_s)
         raise
     return results
+
+
+def _stop_jobs(running: list, results: list, poll_s: float) -> None:
+    """Forward one SIGINT to each running job (its pid as it recorded it in ``job.json``; a job
+    that has not recorded it yet is signalled once it has), wait for all, report each."""
+    print(
+        f"interrupted: {len(running)} running job(s) save a checkpoint and stop "
+        "(Ctrl-C again to stop them at once, losing what they trained since their last one)",
+        flush=True,
+    )
+    signalled: dict[str, int] = {}  # job id -> SIGINTs sent
+    wanted = 1
+    while running:
+        try:
+            for job, run in running:
+                pid = _job_pid(run.run_dir, job.job_id)
+                if pid is not None and signalled.get(job.job_id, 0) < wanted:
+                    with contextlib.suppress(ProcessLookupError):  # it has just ended
+                        os.kill(pid, signal.SIGINT)
+                    signalled[job.job_id] = signalled.get(job.job_id, 0) + 1
+            time.sleep(poll_s)
+            for item in [item for item in running if item[0].done()]:
+                running.remove(item)
+                results.append(_report(*item))
+        except KeyboardInterrupt:
+            wanted = 2  # train's answer to a second SIGINT: stop now
+
+
+def _job_pid(run_dir: Path, job_id: str) -> int | None:
+    """The pid that submitit job ``job_id`` recorded in ``<run_dir>/job.json``, if it has."""
+    try:
+        attempts = json.loads((Path(run_dir) / "job.json").read_text())["attempts"]
+    except (OSError, ValueError, KeyError):  # not written yet (or mid-replace)
+        return None
+    pids = [a["pid"] for a in attempts if str(a.get("job_id")) == str(job_id)]
+    return pids[-1] if pids else None
+
+
+def _report(job, run: PlannedRun) -> dict:
+    """Print one finished job's outcome; return its summary (or ``{task, agent, error}``)."""
+    try:
+        summary = job.result()
+    except Exception as err:  # noqa: BLE001 - reported per job, sweep continues
+        cause = _cause(Path(run.run_dir) / "stderr.log") or (
+            str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+        )
+        print(
+            f"FAILED {run.task} x {run.agent}: {cause} (the whole traceback: "
+            f"{run.run_dir}/stderr.log)",
+            flush=True,
+        )
+        return {"task": run.task, "agent": run.agent, "error": str(err)}
+    if summary.get("interrupted"):  # a signal stopped it: saved, not done
+        at = f" at step {summary['step']} of {summary['total_steps']}" if "step" in summary else ""
+        saved = "; checkpoint saved" if "step" in summary else ""
+        print(
+            f"stopped {run.task} x {run.agent}{at} ({summary.get('stopped_by')}{saved}): "
+            "rerun the sweep to continue it",
+            flush=True,
+        )
+        return summary
+    rate = summary.get("success_rate")
+    shown = "n/a" if rate is None else f"{100 * rate:.1f}%"
+    print(f"done {run.task} x {run.agent}: success {shown}", flush=True)
+    return summary
 
 
 _EXCEPTION_LINE = re.compile(
