@@ -287,8 +287,15 @@ def test_local_sweep_killed_and_rerun_finishes_every_run_once(tmp_path, data_dir
             break
         time.sleep(0.5)
     assert first.poll() is None, first.stdout.read().decode()[-3000:]
-    os.killpg(first.pid, signal.SIGKILL)  # the sweep, its submitit controllers and jobs
+    os.killpg(first.pid, signal.SIGKILL)  # the sweep and its submitit controllers
     first.wait()
+    # Each running job (its own process group) hears of its controller's death (SIGINT) and
+    # saves and stops: wait until no job holds its run folder before the rerun.
+    from qam_lite.training.rundir import in_use
+
+    deadline = time.time() + 240
+    while any(d.exists() and in_use(d) for d in run_dirs) and time.time() < deadline:
+        time.sleep(0.5)
     done_before = [d for d in run_dirs if _done(d)]
     attempts_before = {d: len(_attempts(d)) for d in run_dirs}
     assert len(done_before) < 4

@@ -206,10 +206,19 @@ def _own_interrupts() -> None:
     SIGINT it would SIGINT its job once more and SIGKILL it a second later, mid-checkpoint. This
     job leaves the group, so it hears only the sweep's own forwarded signal, which ``train``
     answers by saving its checkpoint at the next step boundary; its SIGINT handler is Python's
-    again (the ignored SIGINT was inherited from the controller).
+    again (the ignored SIGINT was inherited from the controller). Out of the group, a job would
+    outlive a sweep killed with its whole group (or a closed terminal): on Linux the kernel sends
+    it SIGINT when its controller dies (``PR_SET_PDEATHSIG``), so it saves and stops then too.
     """
     os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the controller died before the request took effect
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _preempt_signal():
