@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 
 from qam_lite.plotting import COLORS  # noqa: E402
 
@@ -29,25 +30,14 @@ OUT = Path(__file__).with_name("qam_pipeline.svg")
 
 def box(ax, x, y, w, h, title, body, color):
     """A rounded box centred at ``(x, y)`` with a bold title line and a formula below it."""
+    # Translucent fill, opaque edge: alpha goes into the face colour only.
     ax.add_patch(
         FancyBboxPatch(
             (x - w / 2, y - h / 2),
             w,
             h,
             boxstyle="round,pad=0.02,rounding_size=0.08",
-            facecolor=color,
-            edgecolor="0.25",
-            alpha=0.18,
-            lw=1.0,
-        )
-    )
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2),
-            w,
-            h,
-            boxstyle="round,pad=0.02,rounding_size=0.08",
-            fill=False,
+            facecolor=to_rgba(color, 0.18),
             edgecolor="0.25",
             lw=1.0,
         )
