@@ -38,6 +38,14 @@ def _book(args: argparse.Namespace) -> None:
 
     from qam_lite.book import build, site, sync
 
+    if args.check and not args.sync:
+        raise UserError("--check goes with --sync: `qam-lite book --sync --check`")
+    if args.sync and args.check:  # CI or a pre-commit hook: say what is stale, change nothing
+        stale = sync.check()
+        if stale:
+            raise UserError("out of date:\n" + "\n".join(stale))
+        print("book: chapters, notebooks and API page in sync")
+        return
     if args.sync:
         changed = sync.sync()
         print(f"synced {len(changed)} file(s)")
@@ -304,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $QAM_LITE_BOOK_THEME, else downloaded)",
     )
     p.add_argument("--sync", action="store_true", help="rewrite Colab cells and pair .ipynb files")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="with --sync: only report what it would change (exit 2 if anything), write nothing",
+    )
     p.set_defaults(func=_book)
 
     p = verbs.add_parser("generate", help="generate an OGBench dataset locally with its oracles")

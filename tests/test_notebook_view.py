@@ -16,6 +16,7 @@ import jupytext
 import nbformat
 import pytest
 
+from qam_lite import cli
 from qam_lite.book import chapters, site, sync
 
 CHAPTERS = chapters.chapters()
@@ -114,7 +115,7 @@ def _saved_by_jupyterlab(path, python="3.11.9"):
     nbformat.write(nb, path)
 
 
-def test_a_notebook_saved_from_jupyterlab_is_named_and_resynced(tmp_path, monkeypatch):
+def test_a_notebook_saved_from_jupyterlab_is_named_and_resynced(tmp_path, monkeypatch, capsys):
     book = tmp_path / "book"
     shutil.copytree(chapters.BOOK_DIR, book, ignore=shutil.ignore_patterns("*.ipynb"))
     shutil.copytree(chapters.ROOT / "qam_lite", tmp_path / "qam_lite")
@@ -129,6 +130,7 @@ def test_a_notebook_saved_from_jupyterlab_is_named_and_resynced(tmp_path, monkey
     assert sync.pair_drift(md) == ["missing"]
     assert sync.sync() == [md]
     assert sync.pair_drift(md) == [] and sync.check() == []
+    assert cli.main(["book", "--sync", "--check"]) == 0
     assert sync.sync() == []  # stable: a second sync writes nothing
     first = nb_path.read_bytes()
     # What sync writes is what Jupyter writes: nbformat's layout, Jupyter's kernel metadata.
@@ -146,6 +148,11 @@ def test_a_notebook_saved_from_jupyterlab_is_named_and_resynced(tmp_path, monkey
     assert "notebook metadata language_info" in drift
     (line,) = sync.check()
     assert line.startswith(f"book/{nb_path.name}: ") and "run `qam-lite book --sync`" in line
+    # The CLI's --sync --check says the same, exits 2 and writes nothing.
+    before = nb_path.read_bytes()
+    assert cli.main(["book", "--sync", "--check"]) == 2
+    assert line in capsys.readouterr().err
+    assert nb_path.read_bytes() == before
     assert sync.sync() == [md]  # a notebook newer than its .md is rewritten all the same
     assert nb_path.read_bytes() == first
 
