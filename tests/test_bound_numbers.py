@@ -98,3 +98,37 @@ def test_no_measured_number_is_typed_into_the_prose(md):
         "constant or a number quoted from the paper, add it to ALLOWED with its reason:\n  "
         + "\n  ".join(found)
     )
+
+
+def test_two_books_recording_run_times_at_once_keep_both_entries(tmp_path, monkeypatch):
+    # Each record is a read-modify-write of book/runtimes.json; two `qam-lite book --only`
+    # runs at once must not lose one chapter's entry. The read is slowed so that, without the
+    # lock, both threads read the file before either writes it.
+    import threading
+    import time
+
+    monkeypatch.setattr(chapters, "BOOK_DIR", tmp_path)
+    read = chapters.read_run_times
+
+    def slow_read():
+        times = read()
+        time.sleep(0.3)
+        return times
+
+    monkeypatch.setattr(chapters, "read_run_times", slow_read)
+    cpu = {"device": "cpu", "machine": "2-core CPU", "load": 1.0}
+    threads = [
+        threading.Thread(target=chapters.record_run_time, args=(stem, True, 12.3, cpu))
+        for stem in ("01_flow_matching_1d", "02_memoryless_sde")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    times = read()
+    assert set(times) == {"01_flow_matching_1d", "02_memoryless_sde"}
+    assert times["02_memoryless_sde"]["quick"]["cpu"] == {
+        "seconds": 12,
+        "machine": "2-core CPU",
+        "load": 1.0,
+    }

@@ -143,14 +143,18 @@ def read_run_times() -> dict:
 def record_run_time(stem: str, quick_mode: bool, seconds: float, machine: dict) -> None:
     """Record one finished execution of chapter ``stem`` in ``book/runtimes.json``, replacing
     the earlier one of the same mode and device (``machine``: what :func:`machine` returned in
-    the chapter's kernel)."""
-    times = read_run_times()
+    the chapter's kernel). Two books built at once (``--only`` in two terminals) both keep their
+    entries: the read-modify-write holds an OS lock on ``book/.runtimes.json.lock``."""
+    import filelock
+
     mode = "quick" if quick_mode else "full"
     entry = {"seconds": round(seconds), "machine": machine.get("machine", "unknown machine")}
     if machine.get("load") is not None:
         entry["load"] = machine["load"]
-    times.setdefault(stem, {}).setdefault(mode, {})[machine.get("device", "cpu")] = entry
-    write_text(BOOK_DIR / RUN_TIMES_FILE, json.dumps(times, indent=1, sort_keys=True) + "\n")
+    with filelock.FileLock(BOOK_DIR / f".{RUN_TIMES_FILE}.lock"):
+        times = read_run_times()
+        times.setdefault(stem, {}).setdefault(mode, {})[machine.get("device", "cpu")] = entry
+        write_text(BOOK_DIR / RUN_TIMES_FILE, json.dumps(times, indent=1, sort_keys=True) + "\n")
 
 
 def machine() -> dict:
