@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from qam_lite.config import AGENTS, Config, ConfigError, from_dict, parse_overrides, to_dict
 from qam_lite.data.tasks import parse_task
 from qam_lite.training.settings import DOMAINS, make_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -184,3 +187,15 @@ def test_resolve_is_domain_then_preset_then_overrides_then_the_callers_fields(tm
         resolve(task, "qam", "laptopp")
     with pytest.raises(ConfigError, match="task=.* cannot be overridden"):
         resolve(task, "qam", None, ["task=cube-double-play-singletask-task1-v0"])
+
+
+def test_the_laptop_preset_is_the_committed_ladder_rung():
+    # The preset names a measured budget: it must resolve to the configuration the committed
+    # ladder runs were trained with (all but where they ran: seed and dataset folder).
+    from qam_lite.training.settings import resolve
+
+    rung = ROOT / "results" / "cpu-ladder" / "d1000-2x256-b256"
+    for agent_dir in sorted(p for p in rung.iterdir() if (p / "config.json").is_file()):
+        saved = from_dict(json.loads((agent_dir / "config.json").read_text()))
+        preset = resolve(saved.task, saved.agent, "laptop", dataset_dir=saved.dataset_dir)
+        assert preset == saved, agent_dir.name

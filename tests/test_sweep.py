@@ -87,6 +87,16 @@ def test_spec_from_toml_and_command_line(tmp_path):
     assert len(plan.expand_tasks(paper.tasks)) == 50 and paper.num_seeds == 12
     assert "bc" not in paper.agents and {"qam", "fql"} <= set(paper.agents)
 
+    # Every named spec resolves: its tasks, agents and preset make configs.
+    for name in plan.NAMED_SPECS:
+        spec = plan.load_spec(name)
+        assert spec.name == name and plan.make_configs(spec), name
+    laptop = plan.load_spec("laptop-table")
+    configs = [c for *_, c in plan.make_configs(laptop)]
+    assert len(configs) == 15 and {c.num_seeds for c in configs} == {3}
+    assert {(c.offline_steps, c.eval_episodes, c.batch_size) for c in configs} == {(50_000, 50, 256)}
+    assert {c.edit_scale for c in configs} == {0.0}  # QAM-E would be QAM here: not listed
+
 
 def test_bad_input_names_what_is_accepted(tmp_path, data_dir, capsys, monkeypatch):
     def error(argv):

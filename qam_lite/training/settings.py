@@ -126,6 +126,21 @@ PRESETS: dict[str, dict] = {
         "updates_per_call": 500,
         "checkpoint_interval": 2_500,
     },
+    # The CPU ladder's first rung (results/cpu-ladder/d1000-2x256-b256, with its measured CPU
+    # time): 2x256 MLPs, batch 256, 50K updates, 50 evaluation episodes every 10K; meant for data
+    # generated at the published size (1000 episodes). K, T, H and the domain's gamma / rho /
+    # tau / alpha stay the paper's.
+    "laptop": {
+        "actor_hidden": (256, 256),
+        "critic_hidden": (256, 256),
+        "batch_size": 256,
+        "offline_steps": 50_000,
+        "eval_interval": 10_000,
+        "eval_episodes": 50,
+        "log_interval": 1_000,
+        "updates_per_call": 500,
+        "checkpoint_interval": 5_000,
+    },
     "paper": {},
 }
 
