@@ -39,17 +39,19 @@ def chunk_agent(calls: list):
     """``act`` returns the chunk ``[c*10 + j]`` for chunk ``c`` (counted by a host callback)."""
 
     def act(state, obs, key):
-        c = jax.pure_callback(lambda: _tick(calls), jax.ShapeDtypeStruct((), jnp.float32))
+        # One host call per batched policy call (evaluate vmaps `act` over episodes: with
+        # "expand_dims" the callback sees the whole batch at once).
+        out = jax.ShapeDtypeStruct(obs.shape[:1], jnp.float32)
+        c = jax.pure_callback(lambda o: _tick(calls, o), out, obs, vmap_method="expand_dims")
         steps = jnp.arange(H, dtype=jnp.float32)
-        chunk = jnp.repeat(c * 10 + steps, A)  # (H * A,)
-        return jnp.broadcast_to(chunk, (obs.shape[0], H * A)) / 100.0
+        return (c[:, None] * 10 + jnp.repeat(steps, A)[None]) / 100.0  # (B, H * A)
 
     return SimpleNamespace(act=act)
 
 
-def _tick(calls):
+def _tick(calls, obs):
     calls.append(1)
-    return np.float32(len(calls) - 1)
+    return np.full(obs.shape[:-1], len(calls) - 1, np.float32)
 
 
 def test_chunks_open_loop_lockstep_and_success():
@@ -79,8 +81,6 @@ def test_max_steps_and_bad_sizes():
     assert res["episode_length"] == 5 and res["success_rate"] == 0.0
     with pytest.raises(ValueError, match="num_episodes=0"):
         evaluate(agent, None, None, 0, seed=0, envs=[])
-    with pytest.raises(ValueError, match="1 environments given for 2"):
-        evaluate(agent, None, None, 2, seed=0, envs=[FakeEnv(3, True)])
 
 
 def noisy_agent(width: int = 5):
@@ -92,7 +92,8 @@ def noisy_agent(width: int = 5):
 
 def test_same_seed_same_numbers_whatever_the_workers():
     """Episodes of seed-dependent length and action-dependent success: the per-episode results
-    are identical with 1 (in-process), 2 and 3 worker processes; another seed differs."""
+    are identical with 1 (in-process), 2 and 3 worker processes, and with 3 or 1 environments
+    for 7 episodes (run in waves); another seed differs."""
     from envfakes import SeededEnv
 
     agent, state = noisy_agent(2), jnp.float32(1.0)
@@ -103,7 +104,13 @@ def test_same_seed_same_numbers_whatever_the_workers():
             runs[workers] = [evaluate(agent, state, None, 7, seed=s, envs=envs) for s in (3, 4)]
             # Fewer episodes than environments: only the first ones run.
             assert evaluate(agent, state, None, 2, seed=3, envs=envs)["episodes"] == 2
-    for workers in (2, 3):
+    # Fewer environments than episodes: waves (7 episodes on 3 envs: 3, 2, 2), same numbers.
+    for envs_in_pool in (3, 1):
+        with make_envs("cube-single", envs_in_pool, workers=1, env_fn=SeededEnv) as envs:
+            runs[f"pool{envs_in_pool}"] = [
+                evaluate(agent, state, None, 7, seed=s, envs=envs) for s in (3, 4)
+            ]
+    for workers in (2, 3, "pool3", "pool1"):
         for a, b in zip(runs[1], runs[workers], strict=True):
             assert a["successes"] == b["successes"] and a["returns"] == b["returns"]
             assert a["success_rate"] == b["success_rate"]
@@ -155,3 +162,18 @@ def test_benchmark_before_and_after_do_the_same_work():
     )
     res = evaluate(agent, state, None, 6, seed=3, envs=[SeededEnv() for _ in range(6)])
     assert steps == round(res["episode_length"] * 6) > 6
+
+
+def test_pool_size_caps_live_environments(monkeypatch):
+    from qam_lite.training.envpool import DEFAULT_LIVE_ENVS, ENVS_ENV
+    from qam_lite.training.evaluate import pool_size, waves
+
+    monkeypatch.delenv(ENVS_ENV, raising=False)
+    assert DEFAULT_LIVE_ENVS == 13 and pool_size(50) == 13 and pool_size(10) == 10
+    assert [len(w) for w in waves(50, 13)] == [13, 13, 12, 12]
+    assert np.concatenate(waves(7, 3)).tolist() == list(range(7))
+    monkeypatch.setenv(ENVS_ENV, "25")
+    assert pool_size(50) == 25 and pool_size(60) == 20  # 3 even waves rather than 25, 25, 10
+    monkeypatch.setenv(ENVS_ENV, "0")
+    with pytest.raises(ValueError, match="QAM_LITE_EVAL_ENVS='0' is invalid; accepted: an integer"):
+        pool_size(50)

@@ -94,7 +94,8 @@ def test_spec_from_toml_and_command_line(tmp_path):
     laptop = plan.load_spec("laptop-table")
     configs = [c for *_, c in plan.make_configs(laptop)]
     assert len(configs) == 15 and {c.num_seeds for c in configs} == {3}
-    assert {(c.offline_steps, c.eval_episodes, c.batch_size) for c in configs} == {(50_000, 50, 256)}
+    budgets = {(c.offline_steps, c.eval_episodes, c.batch_size) for c in configs}
+    assert budgets == {(50_000, 50, 256)}
     assert {c.edit_scale for c in configs} == {0.0}  # QAM-E would be QAM here: not listed
 
 

@@ -166,15 +166,20 @@ def frame_schedule(length: int, num_frames: int) -> np.ndarray:
 
 def _rollout(act, state, env, *, seed, episode, num_episodes, obs_dim, max_steps, frames_at):
     """Episode ``episode`` of evaluation ``(seed, num_episodes)``, rendered at ``frames_at``."""
-    import jax
     import jax.numpy as jnp
 
-    from qam_lite.training.evaluate import episode_seed, reset_env
+    from qam_lite.training.evaluate import episode_seed, policy_key, pool_size, reset_env, waves
 
     reset_seed = episode_seed(seed, episode)
     obs, _ = reset_env(env, reset_seed)
-    batch = np.zeros((num_episodes, obs_dim), np.float32)
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)  # as evaluate's
+    # The episode sits where `evaluate` puts it (its wave, its row, the wave's padded size), so
+    # the policy call is the evaluation's own, row for row.
+    groups = waves(num_episodes, pool_size(num_episodes))
+    wave = next(g for g in groups if episode in g)
+    row = int(np.flatnonzero(wave == episode)[0])
+    rows = jnp.asarray(np.resize(wave, len(groups[0])))
+    batch = np.zeros((len(groups[0]), obs_dim), np.float32)
+    key = policy_key(seed)
     action_dim = int(np.prod(env.action_space.shape))
     frames, steps = [], []
 
@@ -186,11 +191,11 @@ def _rollout(act, state, env, *, seed, episode, num_episodes, obs_dim, max_steps
     t, total, success, chunk = 0, 0.0, False, 0
     snap(0)
     while True:
-        batch[episode] = obs
-        out = np.asarray(act(state, jnp.asarray(batch), jax.random.fold_in(key, chunk)))
+        batch[row] = obs
+        out = np.asarray(act(state, jnp.asarray(batch), rows, key, chunk))
         chunk += 1
         done = False
-        for a in out[episode].reshape(-1, action_dim):
+        for a in out[row].reshape(-1, action_dim):
             ob, reward, terminated, truncated, info = env.step(a)
             obs = np.asarray(ob, np.float32)
             t += 1
@@ -239,9 +244,9 @@ def replay(
         )
     if num_frames < 0:
         raise ValueError(f"num_frames={num_frames} is invalid; accepted: an integer >= 0")
-    from qam_lite.training.evaluate import _jit_act
+    from qam_lite.training.evaluate import episode_actions
 
-    act = _jit_act(agent.act)
+    act = episode_actions(agent.act)
     kw = dict(
         seed=seed,
         episode=episode,

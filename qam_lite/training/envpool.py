@@ -62,18 +62,36 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: Environment variable capping how many environments an evaluation keeps alive at once.
+ENVS_ENV = "QAM_LITE_EVAL_ENVS"
+
+#: The default cap: 13 scene environments take about 2.2 GB, and 50 episodes run in 4 waves.
+DEFAULT_LIVE_ENVS = 13
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={text!r} is invalid; accepted: an integer >= 1")
+    return value
+
+
+def pool_size(num_episodes: int) -> int:
+    """Environments to build for evaluations of ``num_episodes``: at most ``$QAM_LITE_EVAL_ENVS``
+    (default :data:`DEFAULT_LIVE_ENVS`), sized so the waves are as even as possible."""
+    text = os.environ.get(ENVS_ENV)
+    cap = _positive_int(ENVS_ENV, text) if text else DEFAULT_LIVE_ENVS
+    waves = -(-num_episodes // cap)
+    return -(-num_episodes // waves)
+
+
 def default_workers(num_envs: int) -> int:
     """``$QAM_LITE_EVAL_WORKERS`` if set, else the available CPUs; never more than ``num_envs``."""
     text = os.environ.get(WORKERS_ENV)
-    if text:
-        try:
-            wanted = int(text)
-        except ValueError:
-            raise ValueError(
-                f"{WORKERS_ENV}={text!r} is invalid; accepted: an integer >= 1"
-            ) from None
-    else:
-        wanted = available_cpus()
+    wanted = _positive_int(WORKERS_ENV, text) if text else available_cpus()
     return max(1, min(num_envs, wanted))
 
 

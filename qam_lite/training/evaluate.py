@@ -7,10 +7,16 @@ evaluation scales with the machine's cores while the policy stays one batched ca
 environment's ``info['success']`` at the episode's last step (single-task OGBench envs end an
 episode when the task is solved, or at the time limit).
 
+Memory: a MuJoCo scene environment takes about 170 MB, so 50 live environments would take 8.5
+GB. The episodes therefore run in *waves* of at most as many as the pool holds (:func:`pool_size`:
+``$QAM_LITE_EVAL_ENVS``, default 13, so 50 episodes are 4 waves of 13, 13, 12 and 12); the wave is
+one batched policy call per chunk.
+
 Determinism: episode ``i`` of an evaluation with seed ``s`` resets with seed ``s * 1_000_003 + i``
-(NumPy's global generator is seeded too: OGBench's maze envs draw reset noise from it), and the
-policy's noise key is derived from ``s``; the same call gives the same numbers, whatever the
-number of worker processes.
+(NumPy's global generator is seeded too: OGBench's maze envs draw reset noise from it), and its
+policy noise at chunk ``c`` comes from its own key ``fold_in(fold_in(k_s, i), c)`` (the policy is
+vmapped over episodes), so an episode's numbers depend only on ``(s, i)``: the same whatever the
+number of worker processes, the pool's size or the other episodes of the call.
 """
 
 from __future__ import annotations
@@ -25,9 +31,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qam_lite.training.envpool import EnvPool, make_pool, reset_env
+from qam_lite.training.envpool import EnvPool, make_pool, pool_size, reset_env
 
-__all__ = ["EnvPool", "episode_seed", "evaluate", "evaluate_run", "make_envs", "reset_env"]
+__all__ = [
+    "EnvPool",
+    "episode_actions",
+    "episode_seed",
+    "evaluate",
+    "evaluate_run",
+    "make_envs",
+    "pool_size",
+    "reset_env",
+    "waves",
+]
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -40,7 +56,8 @@ def make_envs(task, num_envs: int, workers: int | None = None, env_fn=None) -> E
 
     Args:
         task: task name or ``Task``.
-        num_envs: environments (= the most episodes one :func:`evaluate` call can run).
+        num_envs: environments (= the largest wave of an :func:`evaluate` call; more episodes
+            run in several waves). ``pool_size(num_episodes)`` is the default's choice.
         workers: processes stepping them; ``None``: ``$QAM_LITE_EVAL_WORKERS`` or the available
             CPUs (at most ``num_envs``); ``1``: all in this process.
         env_fn: optional picklable zero-argument callable building one environment (tests).
@@ -54,9 +71,35 @@ def make_envs(task, num_envs: int, workers: int | None = None, env_fn=None) -> E
     return make_pool(parse_task(task).name, num_envs, workers, env_fn)
 
 
+def waves(num_episodes: int, num_envs: int) -> list[np.ndarray]:
+    """The episode indices of each wave when ``num_episodes`` share ``num_envs`` environments:
+    as few waves as the pool allows, their sizes differing by at most one (largest first)."""
+    count = -(-num_episodes // num_envs)
+    return np.array_split(np.arange(num_episodes), count)
+
+
+def policy_key(seed: int) -> jax.Array:
+    """The root key of an evaluation's policy noise (episode ``i``, chunk ``c``: fold in both)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
+
+
 @functools.lru_cache(maxsize=16)
-def _jit_act(act: Callable) -> Callable:
-    return jax.jit(act)
+def episode_actions(act: Callable) -> Callable:
+    """``act`` compiled per episode: ``(state, obs (B, obs_dim), episodes (B,) int, key, chunk)
+    -> (B, H * A)``, row ``b`` drawn with ``fold_in(fold_in(key, episodes[b]), chunk)``.
+
+    Each row is one ``act`` call on a batch of one (vmapped), so an episode's action depends on
+    its own observation and key only, not on which other episodes share the call.
+    """
+
+    def run(state, obs, episodes, key, chunk):
+        def one(o, i):
+            k = jax.random.fold_in(jax.random.fold_in(key, i), chunk)
+            return act(state, o[None], k)[0]
+
+        return jax.vmap(one)(obs, episodes)
+
+    return jax.jit(run)
 
 
 def evaluate(
@@ -76,10 +119,11 @@ def evaluate(
         agent: an ``Agent`` whose ``act(state, obs (B, obs_dim), key) -> (B, H * A)`` in [-1, 1].
         state: that agent's state (a single seed, not a vmapped stack).
         task: task name or ``Task``; ignored when ``envs`` is given.
-        num_episodes: number of episodes ``N`` (= environments stepped together).
+        num_episodes: number of episodes ``N``.
         seed: evaluation seed (env resets and policy noise).
-        envs: an :class:`EnvPool` from :func:`make_envs` (at least ``N`` envs) to reuse between
-            evaluations, or a list of environment objects (stepped in this process).
+        envs: an :class:`EnvPool` from :func:`make_envs` to reuse between evaluations, or a list
+            of environment objects (stepped in this process); with ``M`` envs the episodes run in
+            ``ceil(N / M)`` waves. ``None``: a pool of :func:`pool_size` ``(N)`` envs.
         max_steps: optional cap on episode length (else the env's own time limit).
         workers: worker processes when ``envs`` is not given (see :func:`make_envs`).
 
@@ -95,10 +139,8 @@ def evaluate(
     elif envs is not None:
         pool, own = EnvPool(None, 0, envs=envs), False
     else:
-        pool, own = make_envs(task, num_episodes, workers), True
+        pool, own = make_envs(task, pool_size(num_episodes), workers), True
     try:
-        if pool.num_envs < num_episodes:
-            raise ValueError(f"{pool.num_envs} environments given for {num_episodes} episodes")
         out = _run(agent, state, pool, num_episodes, seed, max_steps)
     finally:
         if own:
@@ -108,22 +150,33 @@ def evaluate(
 
 
 def _run(agent, state, pool: EnvPool, n: int, seed: int, max_steps: int | None) -> dict:
-    act = _jit_act(agent.act)
-    obs = pool.reset([episode_seed(seed, i) for i in range(n)])
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5EED)
-    chunk, active = 0, np.ones(n, dtype=bool)
-    while active.any():
-        # The full batch is always passed (finished episodes keep their last observation) so
-        # that `act` compiles once for a fixed shape and episode i always gets row i's noise.
-        actions = np.asarray(act(state, jnp.asarray(obs), jax.random.fold_in(key, chunk)))
-        chunk += 1
-        out = pool.step(actions.reshape(n, -1, pool.action_dim), max_steps)
-        obs, active = out["obs"], out["active"]
-    success, returns = out["success"], out["returns"]
+    act = episode_actions(agent.act)
+    key = policy_key(seed)
+    groups = waves(n, pool.num_envs)
+    size = len(groups[0])
+    success, returns, lengths = [], [], []
+    for episodes in groups:
+        k = len(episodes)
+        obs = pool.reset([episode_seed(seed, int(i)) for i in episodes])
+        # Every call gets `size` rows (a short wave is padded, its extra rows ignored) so that
+        # `act` compiles once per evaluation size.
+        rows = np.resize(episodes, size)
+        batch = np.zeros((size, obs.shape[-1]), np.float32)
+        chunk, active = 0, np.ones(k, dtype=bool)
+        while active.any():
+            batch[:k] = obs  # finished episodes keep their last observation, unused
+            actions = np.asarray(act(state, jnp.asarray(batch), jnp.asarray(rows), key, chunk))
+            chunk += 1
+            out = pool.step(actions[:k].reshape(k, -1, pool.action_dim), max_steps)
+            obs, active = out["obs"], out["active"]
+        success.append(out["success"])
+        returns.append(out["returns"])
+        lengths.append(out["lengths"])
+    success, returns = np.concatenate(success), np.concatenate(returns)
     return {
         "success_rate": float(success.mean()),
         "episode_return": float(returns.mean()),
-        "episode_length": float(out["lengths"].mean()),
+        "episode_length": float(np.concatenate(lengths).mean()),
         "episodes": int(n),
         "successes": success.astype(int).tolist(),
         "returns": returns.tolist(),
@@ -147,7 +200,7 @@ def evaluate_run(
     run = load_run(run_dir)
     n = num_episodes or run.config.eval_episodes
     results = []
-    with make_envs(run.config.task, n, workers) as envs:
+    with make_envs(run.config.task, pool_size(n), workers) as envs:
         for s in range(run.config.num_seeds):
             state = run.seed_state(s)
             res = evaluate(run.agent, state, run.config.task, n, seed + s, envs=envs)

@@ -161,7 +161,7 @@ class Context:
         """Evaluate every seed; one ``eval.csv`` row per seed; redraw ``curve.png``."""
         c = self.config
         if self.eval_envs is None:
-            self.eval_envs = evaluation.make_envs(self.task, c.eval_episodes)
+            self.eval_envs = evaluation.make_envs(self.task, evaluation.pool_size(c.eval_episodes))
         rows = []
         for i in range(c.num_seeds):
             res = evaluation.evaluate(
