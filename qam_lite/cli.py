@@ -192,10 +192,18 @@ def _generate_if_missing(config, episodes: int) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from qam_lite.training.evaluate import evaluate_run
 
+    path = Path(args.run_dir)
+    if path.is_file():
+        return _evaluate_policy(args)
     with user_errors():
-        if not Path(args.run_dir).is_dir():
-            raise UserError(f"{args.run_dir} is not a folder; accepted: a run folder from train")
-        results = evaluate_run(args.run_dir, num_episodes=args.episodes, seed=args.seed)
+        if not path.is_dir():
+            raise UserError(
+                f"{path} is neither a run folder nor a policy file; accepted: a run folder "
+                "from train, or a .npz policy file (results/policies/)"
+            )
+        results = evaluate_run(
+            path, num_episodes=args.episodes, seed=10_000 if args.seed is None else args.seed
+        )
     for r in results:
         print(
             f"seed {r['seed']} at step {r['step']}: success {100 * r['success_rate']:.1f}% "
@@ -203,6 +211,33 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     mean = sum(r["success_rate"] for r in results) / len(results)
     print(f"mean success {100 * mean:.1f}% over {len(results)} seed(s)")
+
+
+def _evaluate_policy(args: argparse.Namespace) -> None:
+    """A shipped policy: re-run its recorded evaluation (or another) and set it beside the
+    recorded rate and that rate's 95 % interval."""
+    from qam_lite.training.policy import binomial_interval, load_policy
+
+    with user_errors():
+        policy = load_policy(args.run_dir)
+        result = policy.evaluate(args.episodes, args.seed)
+    rec = policy.meta["recorded"]
+    lo, hi = binomial_interval(rec["success_rate"], rec["episodes"])
+    rate = result["success_rate"]
+    print(
+        f"{Path(args.run_dir).name}: {policy.config.agent} (tau {policy.config.tau:g}) on "
+        f"{policy.config.task}, step {policy.meta['step']}, seed {policy.meta['seed']}"
+    )
+    print(
+        f"recorded: success {100 * rec['success_rate']:.1f}% of {rec['episodes']} episodes "
+        f"(95% interval {100 * lo:.1f}-{100 * hi:.1f}%, evaluation seed {rec['eval_seed']})"
+    )
+    inside = "inside" if lo <= rate <= hi else "OUTSIDE"
+    print(
+        f"now:      success {100 * rate:.1f}% of {result['episodes']} episodes "
+        f"(evaluation seed {args.seed if args.seed is not None else rec['eval_seed']}): "
+        f"{inside} the recorded interval"
+    )
 
 
 def _non_negative_int(text: str) -> int:
@@ -376,10 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 
-    p = verbs.add_parser("evaluate", help="evaluate a run folder's latest checkpoint")
-    p.add_argument("run_dir")
+    p = verbs.add_parser(
+        "evaluate", help="evaluate a run folder's latest checkpoint, or a shipped policy file"
+    )
+    p.add_argument("run_dir", help="a run folder, or a policy .npz (results/policies/)")
     p.add_argument("--episodes", type=_positive_int, default=None, help="default: the run's")
-    p.add_argument("--seed", type=int, default=10_000, help="evaluation seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="evaluation seed (a run folder: default 10000, one training never uses; a policy: "
+        "default the recorded evaluation's, which repeats it)",
+    )
     p.set_defaults(func=_evaluate)
 
     from qam_lite.experiments import sweep, table

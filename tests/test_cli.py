@@ -152,7 +152,9 @@ def test_train_evaluate_and_refuse_other_config(capsys, data_dir, tmp_path):
 
 
 def test_evaluate_needs_a_run_folder(capsys, tmp_path):
-    assert "is not a folder" in run_error(capsys, ["evaluate", str(tmp_path / "nope")])
+    assert "is neither a run folder nor a policy file" in run_error(
+        capsys, ["evaluate", str(tmp_path / "nope")]
+    )
     assert "no checkpoint.npz" in run_error(capsys, ["evaluate", str(tmp_path)])
 
 

@@ -117,7 +117,7 @@ def plot_ladder(found: list[Rung], ax=None):
                     fontsize=8,
                     color=colors.get(agent, "tab:gray"),
                 )
-    ax.set_xlabel("CPU-hours (this 2-core machine, one core per run)")
+    ax.set_xlabel("CPU-hours (user + system, this 2-core machine)")
     ax.set_ylabel("success (%)")
     ax.set_ylim(-3, 103)
     ax.legend(fontsize=8, loc="center right")
