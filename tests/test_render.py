@@ -102,6 +102,11 @@ def test_pick_episodes():
     assert render.pick_episodes([0, 0, 1, 0, 1]) == {"success": 2, "failure": 0}
     assert render.pick_episodes([1, 1]) == {"success": 0}
     assert render.pick_episodes([0], wanted=("failure",)) == {"failure": 0}
+    several = render.pick_episodes([0, 1, 1, 0, 1, 1], solved=3)
+    assert several == {"success": 1, "success-2": 2, "success-3": 4, "failure": 0}
+    assert render.pick_episodes([1, 0], solved=3) == {"success": 0, "failure": 1}
+    with pytest.raises(ValueError, match="solved=0 is invalid"):
+        render.pick_episodes([1], solved=0)
     with pytest.raises(ValueError, match="accepted: success, failure"):
         render.pick_episodes([1], wanted=("win",))
 

@@ -267,18 +267,26 @@ def replay(
     return again
 
 
-def pick_episodes(outcomes: Sequence[int | bool], wanted: Sequence[str] = OUTCOMES) -> dict:
+def pick_episodes(
+    outcomes: Sequence[int | bool], wanted: Sequence[str] = OUTCOMES, solved: int = 1
+) -> dict:
     """The first episode index of each ``wanted`` outcome (``'success'``, ``'failure'``) in
-    ``outcomes`` (0/1 per episode); an outcome that never happened is left out."""
+    ``outcomes`` (0/1 per episode); an outcome that never happened is left out.
+
+    ``solved > 1`` picks up to that many successful episodes, named ``success``, ``success-2``,
+    ... in episode order.
+    """
     bad = [w for w in wanted if w not in OUTCOMES]
     if bad:
         raise ValueError(f"outcomes {bad} are invalid; accepted: {', '.join(OUTCOMES)}")
+    if solved < 1:
+        raise ValueError(f"solved={solved} is invalid; accepted: an integer >= 1")
     flags = [bool(o) for o in outcomes]
     found = {}
     for name in wanted:
-        target = name == "success"
-        if target in flags:
-            found[name] = flags.index(target)
+        hits = [i for i, f in enumerate(flags) if f == (name == "success")]
+        for k, index in enumerate(hits[: solved if name == "success" else 1]):
+            found[name if k == 0 else f"{name}-{k + 1}"] = index
     return found
 
 
@@ -375,12 +383,14 @@ def render_run(
     gif_frames: int = 0,
     max_steps: int | None = None,
     workers: int | None = None,
+    solved: int = 1,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one seed of ``run_dir``, replay a successful and a failed episode with frames.
+    """Evaluate one seed of ``run_dir``, replay successful and failed episodes with frames.
 
     Writes ``episodes.png``, ``episodes.json`` (returned) and, with ``gif_frames > 0``,
-    ``success.gif`` / ``failure.gif`` into ``out_dir``. When every episode succeeded (or none
+    ``success.gif`` / ``failure.gif`` into ``out_dir`` (``solved > 1``: up to that many
+    successful episodes, ``success-2.gif`` ...). When every episode succeeded (or none
     did) only the outcome that happened is shown, and ``episodes.json`` says which is missing.
 
     Args:
@@ -391,6 +401,7 @@ def render_run(
       num_episodes: episodes evaluated to find both outcomes.
       num_frames: frames per episode in the strip; ``gif_frames``: frames per GIF (0: no GIF).
       width, height, shadows: see :func:`make_render_env`.
+      solved: how many successful episodes to show (the first ones; one failed episode).
       command: the command line recorded in the provenance (default: this process's).
     """
     from qam_lite.atomic import make_folder
@@ -423,7 +434,7 @@ def render_run(
         max_steps=max_steps,
         workers=workers,
     )
-    picked = pick_episodes(result["successes"])
+    picked = pick_episodes(result["successes"], solved=solved)
     episodes, gifs = {}, {}
     for name, index in picked.items():
         kw = dict(seed=eval_seed, episode=index, num_episodes=num_episodes, max_steps=max_steps)
@@ -455,6 +466,7 @@ def render_run(
         eval_successes=[int(s) for s in result["successes"]],
         eval_success_rate=result["success_rate"],
         missing=[o for o in OUTCOMES if o not in picked],
+        solved_wanted=int(solved),
         episodes={
             name: {
                 "index": e.index,
@@ -500,6 +512,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shadows", action="store_true", help="faster with software rendering")
     p.add_argument("--max-steps", type=int, default=None, help="cap on episode length")
     p.add_argument("--workers", type=int, default=None, help="evaluation worker processes")
+    p.add_argument("--solved", type=int, default=1, help="successful episodes to show (1)")
 
 
 def run_cli(args: argparse.Namespace) -> None:
@@ -522,6 +535,7 @@ def run_cli(args: argparse.Namespace) -> None:
         gif_frames=args.gif_frames,
         max_steps=args.max_steps,
         workers=args.workers,
+        solved=args.solved,
         command=args.command_line,
     )
     shown = ", ".join(f"{k} (episode {v['index']})" for k, v in prov["episodes"].items())
