@@ -250,3 +250,34 @@ def test_the_site_ships_its_stylesheets(tmp_path, base):
     assert site.check_site(tmp_path)[0] == (
         "stylesheet from outside the site (not vendored): other.html: https://x.org/a.css"
     )
+
+
+def test_eval_roles_show_their_recorded_values_and_collapse_back(tmp_path, monkeypatch):
+    import json
+
+    from nbformat.v4 import new_markdown_cell, new_notebook
+
+    monkeypatch.setattr(chapters, "BOOK_DIR", tmp_path)
+    cell = (
+        "Ratio {eval}`f\"{r:.2f}\"` and {eval}``x[`a`]``, run time {eval}`run_time(\"07_x\", \"quick\")`, "
+        "unknown {eval}`y`.\n\n```python\n{eval}`f\"{r:.2f}\"` stays in code\n```\n"
+    )
+    values = {'f"{r:.2f}"': "1.09", "x[`a`]": "3"}
+    expanded = sync.expand_evals(cell, "07_x", values)
+    assert '<!-- {eval}`f"{r:.2f}"` -->1.09<!-- /eval -->' in expanded
+    assert "<!-- {eval}``x[`a`]`` -->3<!-- /eval -->" in expanded
+    assert "not measured yet<!-- /eval -->" in expanded  # run_time from runtimes.json (none)
+    assert "unknown {eval}`y`." in expanded  # no recorded value: the role stays
+    assert '{eval}`f"{r:.2f}"` stays in code' in expanded  # code blocks are left alone
+    assert sync.collapse_evals(expanded) == cell
+
+    # A full-mode run records the values (run_time expressions excluded) for the pairing.
+    nb = new_notebook(cells=[new_markdown_cell("a {eval}`r` b {eval}`run_time(\"07_x\", \"full\")`")])
+    ok = {"status": "ok", "data": {"text/plain": "0.5"}}
+    nb.cells[0].metadata["user_expressions"] = [
+        {"expression": "r", "result": ok},
+        {"expression": 'run_time("07_x", "full")', "result": ok},
+    ]
+    chapters.record_values("07_x", nb)
+    assert json.loads((tmp_path / "values.json").read_text()) == {"07_x": {"r": "0.5"}}
+    assert chapters.read_values()["07_x"] == {"r": "0.5"}

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qam_lite.book import chapters
+from qam_lite.book import chapters, sync
 from qam_lite.modes import quick
 
 
@@ -256,6 +256,9 @@ def execute_chapter(
     if record_run_time:
         chapters.record_run_time(md.stem, quick_mode, seconds, client.machine)
         _fill_run_times(nb, md.stem)
+        if not quick_mode:  # the values the paired notebook shows (qam_lite.book.sync)
+            chapters.record_values(md.stem, nb)
+        sync.write_pair(md)  # its run-time box (and values) as just recorded
     write_bytes(out_dir / f"{md.stem}.ipynb", nbformat.writes(nb).encode())
     # No per-chapter HTML any more: nbconvert's pages showed raw math, directives and roles; the
     # book is read as the site (qam_lite.book.site) or as these notebooks.

@@ -157,6 +157,51 @@ def record_run_time(stem: str, quick_mode: bool, seconds: float, machine: dict) 
         write_text(BOOK_DIR / RUN_TIMES_FILE, json.dumps(times, indent=1, sort_keys=True) + "\n")
 
 
+#: The value of every inline expression of each chapter at its last full-mode execution, as
+#: ``{chapter: {expression: text}}``; committed, so that :mod:`qam_lite.book.sync` can show the
+#: values in the paired notebooks (Colab and plain Jupyter do not evaluate ``{eval}`` roles).
+VALUES_FILE = "values.json"
+
+#: ``run_time(...)`` expressions are not recorded: the notebook shows them from ``runtimes.json``.
+_RUN_TIME_CALL = re.compile(r"run_time\(")
+
+
+def read_values() -> dict:
+    """``book/values.json`` (``{}`` when missing or unreadable)."""
+    try:
+        values = json.loads((BOOK_DIR / VALUES_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def expression_text(result: dict) -> str | None:
+    """What an ``ok`` inline-expression result shows as text (its ``text/plain``), else None."""
+    if result.get("status") != "ok":
+        return None
+    plain = result.get("data", {}).get("text/plain")
+    return plain if isinstance(plain, str) else None
+
+
+def record_values(stem: str, nb) -> None:
+    """Record the inline-expression values of chapter ``stem``'s executed notebook ``nb`` (a
+    full-mode run) in ``book/values.json``, replacing the chapter's earlier entry (under the
+    same OS lock as the run times)."""
+    import filelock
+
+    values = {}
+    for cell in nb.cells:
+        for entry in cell.get("metadata", {}).get("user_expressions", []):
+            text = expression_text(entry.get("result", {}))
+            if text is not None and not _RUN_TIME_CALL.match(entry["expression"]):
+                values[entry["expression"]] = text
+    with filelock.FileLock(BOOK_DIR / f".{RUN_TIMES_FILE}.lock"):
+        recorded = read_values()
+        recorded[stem] = dict(sorted(values.items()))
+        text = json.dumps(dict(sorted(recorded.items())), indent=1, ensure_ascii=False) + "\n"
+        write_text(BOOK_DIR / VALUES_FILE, text)
+
+
 def machine() -> dict:
     """Where this process runs its JAX code: ``{"device": "cpu" | "gpu" | ..., "machine": a
     name such as "2-core CPU" or "NVIDIA H200 GPU", "load": the 1-minute load average}``.

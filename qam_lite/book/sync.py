@@ -10,12 +10,16 @@ The pairing goes one way: ``book/NN_*.md`` is the source, and ``book/NN_*.ipynb`
 :func:`paired_notebook` makes of it, for Colab and for anyone who opens a notebook file. Neither
 file declares jupytext ``formats``, so jupytext (``jupytext --sync``, JupyterLab's jupytext)
 never writes one from the other: saving a chapter in JupyterLab writes only the file that was
-open. The notebook differs from a plain jupytext conversion in two ways:
+open. The notebook differs from a plain jupytext conversion in three ways:
 
 - every ``literalinclude`` (a MyST directive, which Jupyter, Colab and nbconvert show as raw text)
   is expanded into the library lines it selects, as a fenced ``python`` block after an HTML comment
   that holds the directive (:func:`expand_includes`); :func:`collapse_includes` turns that back
   into the directive, so an ``.md`` converted from the notebook is restored by the next sync;
+- every ``{eval}`` role (which Jupyter and Colab show as raw text) shows the value recorded at
+  the chapter's last full-mode execution (``book/values.json``; a run-time box's from
+  ``book/runtimes.json``) after an HTML comment holding the role (:func:`expand_evals`;
+  :func:`collapse_evals` is its inverse); a role with no recorded value stays as it is;
 - its metadata is what JupyterLab writes when it opens the notebook with the ``python3`` kernel
   (:data:`KERNELSPEC`, :data:`LANGUAGE_INFO`; JupyterLab adds only the kernel's Python version),
   its cell ids are fixed (from each cell's content) and it ends with a newline, as Jupyter saves.
@@ -98,7 +102,7 @@ def sync_chapter_text(text: str, chapter: str) -> str:
 
     Expanded includes (a chapter converted back from its notebook) become directives again
     (:func:`collapse_includes`)."""
-    text = collapse_includes(text)
+    text = collapse_evals(collapse_includes(text))
     text = _BADGE.sub(lambda _: colab_badge(chapter), text)
     text = _INSTALL.sub(lambda _: colab_install(), text)
     return _INCLUDE.sub(_sync_include, text)
@@ -182,6 +186,44 @@ def collapse_includes(text: str) -> str:
     return _EXPANDED.sub(lambda m: f"```{{literalinclude}} {m['path']}\n{m['opts']}```", text)
 
 
+#: A shown value (:func:`expand_evals`): the role in a comment, the value, a closing comment.
+_SHOWN = re.compile(r"<!-- (?P<role>\{eval\}(?P<ticks>`+).+?(?P=ticks)) -->.*?<!-- /eval -->", re.S)
+_RUN_TIME = re.compile(
+    r"run_time\(\s*(['\"])(?P<stem>[\w-]+)\1\s*,\s*(['\"])(?P<mode>quick|full)\3\s*\)"
+)
+
+
+def expression_value(stem: str, expr: str, values: dict) -> str | None:
+    """What the notebook of chapter ``stem`` shows for ``{eval}`expr```: a run-time box's
+    ``run_time(...)`` from ``runtimes.json``, any other expression from ``values`` (the chapter's
+    entry of ``values.json``); None when no value is recorded."""
+    match = _RUN_TIME.fullmatch(expr)
+    if match:
+        return chapters.run_time(match["stem"], match["mode"])
+    return values.get(expr)
+
+
+def expand_evals(text: str, stem: str, values: dict) -> str:
+    """``text`` (a markdown cell of chapter ``stem``) with each ``{eval}`` role outside code
+    blocks replaced by its recorded value after an HTML comment holding the role (hidden in
+    Jupyter and Colab, which do not evaluate roles); roles without a value stay as they are."""
+
+    def shown(match: re.Match) -> str:
+        value = expression_value(stem, match["expr"], values)
+        return match[0] if value is None else f"<!-- {match[0]} -->{value}<!-- /eval -->"
+
+    out, last = [], 0
+    for fence in chapters._FENCE.finditer(text):
+        out += [chapters._EVAL.sub(shown, text[last : fence.start()]), fence[0]]
+        last = fence.end()
+    return "".join(out) + chapters._EVAL.sub(shown, text[last:])
+
+
+def collapse_evals(text: str) -> str:
+    """The inverse of :func:`expand_evals`: shown values become ``{eval}`` roles again."""
+    return _SHOWN.sub(lambda m: m["role"], text)
+
+
 #: The kernel metadata JupyterLab 4 writes for the ``python3`` (ipykernel) kernel; it adds the
 #: kernel's Python version to ``language_info``, which depends on the reader's machine.
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -207,10 +249,11 @@ def paired_notebook(md: Path, text: str | None = None):
     nb.metadata.get("jupytext", {}).pop("text_representation", None)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = dict(LANGUAGE_INFO)
+    values = chapters.read_values().get(md.stem, {})
     seen: set[str] = set()
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = expand_includes(cell.source)
+            cell.source = expand_evals(expand_includes(cell.source), md.stem, values)
         digest = hashlib.sha256(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()
         cell_id = digest[:8]
         while cell_id in seen:  # the same source twice: the next 8 hex digits
@@ -306,6 +349,18 @@ def check(paths: list[Path] | None = None) -> list[str]:
     return found
 
 
+def write_pair(md: Path, text: str | None = None) -> bool:
+    """Rewrite chapter ``md``'s ``.ipynb`` if it is not :func:`paired_notebook`'s (``text``: the
+    chapter's source, if not ``md``'s); True when it was rewritten. ``qam-lite book`` calls it
+    after recording a run's time and values, which the notebook shows."""
+    nb_path = md.with_suffix(".ipynb")
+    paired = notebook_text(paired_notebook(md, text))
+    if nb_path.exists() and nb_path.read_text() == paired:
+        return False
+    chapters.write_text(nb_path, paired)
+    return True
+
+
 def sync(paths: list[Path] | None = None) -> list[Path]:
     """Rewrite badges/install cells, re-pair each ``.md`` with its ``.ipynb`` (a notebook that is
     not exactly :func:`paired_notebook`'s is rewritten: saved outputs and metadata go) and
@@ -319,10 +374,7 @@ def sync(paths: list[Path] | None = None) -> list[Path]:
         new = sync_chapter_text(text, md.stem)
         if new != text:
             chapters.write_text(md, new)
-        nb_path = md.with_suffix(".ipynb")
-        paired = notebook_text(paired_notebook(md, new))
-        if new != text or not nb_path.exists() or nb_path.read_text() != paired:
-            chapters.write_text(nb_path, paired)
+        if write_pair(md, new) or new != text:
             changed.append(md)
     page = api_markdown()
     if not API_PAGE.exists() or API_PAGE.read_text() != page:
