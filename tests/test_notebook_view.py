@@ -260,7 +260,8 @@ def test_eval_roles_show_their_recorded_values_and_collapse_back(tmp_path, monke
     monkeypatch.setattr(chapters, "BOOK_DIR", tmp_path)
     cell = (
         "Ratio {eval}`f\"{r:.2f}\"` and {eval}``x[`a`]``, "
-        "run time {eval}`run_time(\"07_x\", \"quick\")`, unknown {eval}`y`.\n\n```python\n{eval}`f\"{r:.2f}\"` stays in code\n```\n"
+        "run time {eval}`run_time(\"07_x\", \"quick\")`, unknown {eval}`y`.\n\n"
+        "```python\n{eval}`f\"{r:.2f}\"` stays in code\n```\n"
     )
     values = {'f"{r:.2f}"': "1.09", "x[`a`]": "3"}
     expanded = sync.expand_evals(cell, "07_x", values)
