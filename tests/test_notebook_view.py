@@ -259,9 +259,9 @@ def test_eval_roles_show_their_recorded_values_and_collapse_back(tmp_path, monke
 
     monkeypatch.setattr(chapters, "BOOK_DIR", tmp_path)
     cell = (
-        "Ratio {eval}`f\"{r:.2f}\"` and {eval}``x[`a`]``, "
-        "run time {eval}`run_time(\"07_x\", \"quick\")`, unknown {eval}`y`.\n\n"
-        "```python\n{eval}`f\"{r:.2f}\"` stays in code\n```\n"
+        'Ratio {eval}`f"{r:.2f}"` and {eval}``x[`a`]``, '
+        'run time {eval}`run_time("07_x", "quick")`, unknown {eval}`y`.\n\n'
+        '```python\n{eval}`f"{r:.2f}"` stays in code\n```\n'
     )
     values = {'f"{r:.2f}"': "1.09", "x[`a`]": "3"}
     expanded = sync.expand_evals(cell, "07_x", values)
@@ -273,7 +273,7 @@ def test_eval_roles_show_their_recorded_values_and_collapse_back(tmp_path, monke
     assert sync.collapse_evals(expanded) == cell
 
     # A full-mode run records the values (run_time expressions excluded) for the pairing.
-    source = "a {eval}`r` b {eval}`run_time(\"07_x\", \"full\")`"
+    source = 'a {eval}`r` b {eval}`run_time("07_x", "full")`'
     nb = new_notebook(cells=[new_markdown_cell(source)])
     ok = {"status": "ok", "data": {"text/plain": "0.5"}}
     nb.cells[0].metadata["user_expressions"] = [
