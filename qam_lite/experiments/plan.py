@@ -109,25 +109,6 @@ def _cpu_table_spec() -> SweepSpec:
     )
 
 
-def _cpu_long_spec() -> SweepSpec:
-    # The scene tasks, where the paper's QAM is at 90 % / 80 % by its first evaluation (50K),
-    # at four times the cpu-table budget: what a laptop can run in about an hour.
-    return SweepSpec(
-        name="cpu-long",
-        tasks=["scene-play-singletask-task1-v0", "scene-play-singletask-task2-v0"],
-        agents=["qam", "fql", "bc"],
-        num_seeds=3,
-        preset="cpu-small",
-        overrides={
-            "offline_steps": 20_000,
-            "eval_interval": 5_000,
-            "eval_episodes": 10,
-            "checkpoint_interval": 5_000,
-        },
-        out="runs/cpu-long",
-    )
-
-
 def _laptop_table_spec() -> SweepSpec:
     # The tasks where the paper's QAM is ahead of FQL at 50K, the step the laptop preset reaches:
     # scene tasks 1-2 (90.3 / 80.2 % vs 15.7 / 9.5 %) and cube-double task 1 (17.8 % vs 3.3 %).
@@ -152,7 +133,6 @@ def _laptop_table_spec() -> SweepSpec:
 #: cube-single tasks x QAM, BC at the CPU preset (locally generated data); ``cpu-table`` = the
 #: book's CPU-sized table (chapter 10): 3 scene / puzzle-3x3 tasks x QAM, FQL, BC, BAM x 3 seeds
 #: at the CPU preset (5K updates, 10 episodes per seed every 2.5K), on locally generated data;
-#: ``cpu-long`` = the two scene tasks x QAM, FQL, BC at 20K updates (every 5K);
 #: ``laptop-table`` = scene tasks 1-2 and cube-double task 1 x QAM, FQL, BC, BAM, QAM-F x 3 seeds
 #: at the ``laptop`` preset (50K updates, 50 episodes per seed every 10K), on data generated at
 #: the published size.
@@ -160,7 +140,6 @@ NAMED_SPECS = {
     "paper": _paper_spec,
     "cpu-demo": _cpu_demo_spec,
     "cpu-table": _cpu_table_spec,
-    "cpu-long": _cpu_long_spec,
     "laptop-table": _laptop_table_spec,
 }
 
