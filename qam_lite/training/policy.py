@@ -15,6 +15,7 @@ here, and a group ``act`` does not read is never shipped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -51,9 +52,13 @@ class Policy:
     def config(self) -> Config:
         return self.agent.config
 
+    @functools.cached_property
+    def _act(self):
+        return jax.jit(self.agent.act)  # compiled once per policy and batch shape
+
     def act(self, obs, key) -> jax.Array:
         """Action chunks for a batch of observations (one key for the batch)."""
-        return self.agent.act(self.state, obs, key)
+        return self._act(self.state, obs, key)
 
     def evaluate(self, num_episodes: int | None = None, seed: int | None = None, **kwargs):
         """:func:`qam_lite.training.evaluate.evaluate` of this policy on its task.
