@@ -416,11 +416,6 @@ def render_run(
         )
     out = make_folder(out_dir, "render --out")
     run = load_run(run_dir)
-    if not 0 <= seed_index < run.config.num_seeds:
-        raise ValueError(
-            f"seed_index={seed_index} is invalid for {run_dir} ({run.config.num_seeds} seeds); "
-            f"accepted: 0 .. {run.config.num_seeds - 1}"
-        )
     state = run.seed_state(seed_index)
     env = make_render_env(run.config.task, width, height, shadows=shadows)
     render_frame(_reset(env))  # fail early, before the evaluation, if nothing can render

@@ -136,11 +136,6 @@ def export_policy(run_dir: str | Path, out: str | Path, seed_index: int = 0) -> 
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    if not 0 <= seed_index < run.config.num_seeds:
-        raise ValueError(
-            f"seed_index={seed_index} is invalid for {run_dir} ({run.config.num_seeds} seeds); "
-            f"accepted: 0 .. {run.config.num_seeds - 1}"
-        )
     state = run.seed_state(seed_index)
     groups = acting_groups(run.agent, state)
     seed = run.config.seed + seed_index

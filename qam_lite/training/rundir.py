@@ -344,10 +344,18 @@ class Run:
     step: int
     phase: str
     meta: dict
+    path: Path | None = None  # the run folder it was loaded from
 
     def seed_state(self, i: int):
+        """Seed ``i``'s state (``0 <= i < num_seeds``; anything else is refused by name)."""
         from qam_lite.training.update import take_seed
 
+        n = self.config.num_seeds
+        if not 0 <= i < n:
+            raise ValueError(
+                f"seed_index={i} is invalid for {self.path or 'this run'} ({n} seeds); "
+                f"accepted: 0 .. {n - 1}"
+            )
         return take_seed(self.states, i)
 
 
@@ -375,7 +383,7 @@ def load_run(run_dir: str | Path) -> Run:
     config = from_dict(meta["config"])
     agent = make_agent(config, meta["obs_dim"], meta["action_dim"])
     states, meta = ckpt.load(path, {"states": init_states(agent, config)})
-    return Run(config, agent, states["states"], meta["step"], meta["phase"], meta)
+    return Run(config, agent, states["states"], meta["step"], meta["phase"], meta, Path(run_dir))
 
 
 __all__ = [
