@@ -7,6 +7,7 @@ broken link), so this reads the sources directly, without building anything.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
@@ -19,6 +20,7 @@ PAGES = sorted(BOOK.glob("*.md"))
 _ROLE = re.compile(r"\{(term|cite(?::[pt])?)\}`([^`]+)`")
 
 
+@functools.cache
 def glossary_terms() -> set[str]:
     """The glossary's entries, lower-cased (mystmd matches terms case-insensitively)."""
     text = (BOOK / "glossary.md").read_text()
@@ -41,6 +43,7 @@ def role_targets(text: str, role: str) -> list[str]:
     return out
 
 
+@functools.cache
 def bib_keys() -> set[str]:
     return set(re.findall(r"^@\w+\{([^,\s]+),", (BOOK / "references.bib").read_text(), re.M))
 
