@@ -3,8 +3,8 @@
 Verbs: ``book`` (execute the book), ``generate`` (build a dataset locally with OGBench's oracles),
 ``train`` (offline, optionally online; resumes automatically), ``evaluate`` (a saved run),
 ``sweep`` (tasks x agents x seeds on submitit, local or SLURM), ``table`` (runs beside the paper),
-``render`` (frames of a trained policy acting), ``probe`` (policies at fixed states, one run per
-``tau``), ``gradstats`` (the actor's gradient statistics during training).
+``render`` (frames of a trained policy acting), ``probe`` (shipped policy files at fixed states,
+e.g. one per ``tau``), ``gradstats`` (the actor's gradient statistics during training).
 Errors a user can fix are reported in one line (exit 2), never as a traceback.
 
 Each verb imports what it runs inside its own function: loading JAX takes seconds and memory, so
@@ -295,8 +295,8 @@ def _probe(args: argparse.Namespace) -> None:
     with user_errors():
         try:
             probe.run_cli(args)
-        # ValueError: runs that cannot be compared, an argument out of range; OSError: a missing
-        # run folder or eval.csv, an --out that cannot be created.
+        # ValueError: policies of different tasks, an argument out of range; OSError: a missing
+        # policy file, an --out that cannot be created.
         except (ValueError, OSError) as err:
             raise UserError(str(err)) from err
 
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, module, func, about in (
         ("render", render, _render, "frames of a solved and an unsolved evaluation episode"),
-        ("probe", probe, _probe, "sample trained policies (one run per tau) at fixed states"),
+        ("probe", probe, _probe, "sample shipped policy files (e.g. one per tau) at fixed states"),
         ("gradstats", gradstats, _gradstats, "QAM's and BAM's actor gradients during training"),
     ):
         p = verbs.add_parser(verb, help=about, description=about)

@@ -219,7 +219,7 @@ def test_analysis_verbs_report_bad_input_in_one_line(capsys, tmp_path):
     msg = run_error(capsys, ["render", str(tmp_path), "--out", str(tmp_path / "frames")])
     assert msg.startswith("qam-lite render: error:") and "no checkpoint.npz" in msg
     msg = run_error(capsys, ["probe", str(tmp_path), "--out", str(tmp_path / "p.npz")])
-    assert msg.startswith("qam-lite probe: error:") and "no checkpoint.npz" in msg
+    assert msg.startswith("qam-lite probe: error:") and "is a folder; accepted: a policy" in msg
     msg = run_error(capsys, ["gradstats", "--task", TASK, "--agents", "fql"])
     assert msg.startswith("qam-lite gradstats: error:") and "accepted: some of qam, bam" in msg
     msg = run_error(capsys, ["gradstats", "--task", TASK, "--set", "tua=1"])

@@ -1,10 +1,11 @@
-"""The tau probe: samples at fixed states from run folders, success from eval.csv, the 2-D PCA."""
+"""The tau probe: shipped policy files sampled at fixed states, their recorded success, the PCA."""
 
 from __future__ import annotations
 
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,7 +14,8 @@ from qam_lite.config import to_dict
 from qam_lite.experiments import probe
 from qam_lite.training import checkpoint as ckpt
 from qam_lite.training import logs
-from qam_lite.training.rundir import CHECKPOINT, load_run
+from qam_lite.training.policy import export_policy, load_policy
+from qam_lite.training.rundir import CHECKPOINT
 from qam_lite.training.settings import make_config
 from qam_lite.training.update import init_states
 
@@ -47,27 +49,18 @@ def fake_run(folder, tau, *, agent="qam", success=(0.5, 0.2), seeds=2):
     }
     ckpt.save(folder / CHECKPOINT, {"states": states}, meta)
     rows = [
-        {"step": step, "seed": cfg.seed + s, "phase": "offline", "success_rate": rate * step / 40}
+        {
+            "step": step,
+            "seed": cfg.seed + s,
+            "phase": "offline",
+            "success_rate": rate * step / 40,
+            "episodes": 50,
+        }
         for step in (20, 40)
         for s, rate in enumerate(success[:seeds])
     ]
     logs.append_rows(folder / "eval.csv", rows)
     return folder
-
-
-def test_final_success_reads_the_last_evaluation(tmp_path):
-    fake = tmp_path / "eval.csv"
-    logs.append_rows(
-        fake,
-        [
-            {"step": 5, "seed": 0, "success_rate": 0.1},
-            {"step": 10, "seed": 0, "success_rate": 0.3},
-            {"step": 10, "seed": 1, "success_rate": 0.7},
-        ],
-    )
-    assert probe.final_success(fake) == (10, {0: 0.3, 1: 0.7})
-    with pytest.raises(FileNotFoundError, match="eval.csv"):
-        probe.final_success(tmp_path / "none" / "eval.csv")
 
 
 def test_pca_recovers_a_plane():
@@ -96,75 +89,70 @@ def test_load_probe_missing_names_the_command(tmp_path):
         probe.load_probe(tmp_path / "p.npz", "qam-lite probe a b")
 
 
+def policy_file(tmp_path, name, tau, *, agent="qam", success=(0.5, 0.2)):
+    """A policy file exported from a fake run (seed index 0: seed 3, recorded 50 %)."""
+    run = fake_run(tmp_path / "runs" / name, tau, agent=agent, success=success)
+    return export_policy(run, tmp_path / "policies" / f"{name}.npz")
+
+
+def test_sample_gives_every_policy_the_same_noise(tmp_path):
+    paths = [policy_file(tmp_path, "tau0", 0.0), policy_file(tmp_path, "tau10", 10.0)]
+    policies = [load_policy(p) for p in paths]
+    states = np.random.default_rng(0).normal(size=(3, OBS)).astype(np.float32)
+    actions = probe.sample(policies + policies[:1], states, 8, seed=5)
+    assert actions.shape == (3, 3, 8, 5 * ACT) and actions.dtype == np.float32
+    assert np.all(np.abs(actions) <= 1.0)
+    # Each policy's samples are its own act on the states, each repeated N times, with one key.
+    obs = jnp.repeat(jnp.asarray(states), 8, axis=0)
+    mine = np.asarray(policies[1].act(obs, jax.random.PRNGKey(5))).reshape(3, 8, -1)
+    assert np.allclose(actions[1], mine, atol=1e-6)
+    # The same policy twice: the same noise, the same samples; tau 0 (f_beta) and tau 10
+    # (a fresh f_theta, other weights) differ.
+    assert np.array_equal(actions[0], actions[2]) and not np.allclose(actions[0], actions[1])
+    with pytest.raises(ValueError, match="obs_dim"):
+        probe.sample(policies, states[:, :-1], 8)
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        probe.sample(policies, states, 1)
+    with pytest.raises(ValueError, match="one or more"):
+        probe.sample([], states, 8)
+
+
 @pytest.mark.slow
-def test_probe_runs_sorted_by_tau(tmp_path):
-    runs = [fake_run(tmp_path / f"tau{t:g}", t) for t in (10.0, 0.0)]
+def test_probe_policies_writes_samples_and_recorded_success(tmp_path):
+    paths = [
+        policy_file(tmp_path, "tau10", 10.0),
+        policy_file(tmp_path, "bc", 1.0, agent="bc", success=(0.1, 0.0)),
+    ]
     out = tmp_path / "results" / "probe.npz"
-    record = probe.probe_runs(
-        [str(r) for r in runs],
-        out,
-        state_source="eval",
-        num_states=2,
-        num_samples=8,
-        command="test",
-    )
+    record = probe.probe_policies(paths, out, num_states=2, num_samples=8, command="test")
     arrays, saved = probe.load_probe(out)
     assert saved == json.loads(json.dumps(record)) and saved["command"] == "test"
-    assert arrays["taus"].tolist() == [0.0, 10.0]
-    assert [r["tau"] for r in saved["runs"]] == [0.0, 10.0]
-    d = 5 * ACT  # H * A
-    assert arrays["actor"].shape == (2, 2, 2, 8, d) and arrays["actor"].dtype == np.float16
-    assert arrays["behaviour"].shape == (2, 2, 2, 8, d)
-    assert arrays["q_actor"].shape == (2, 2, 2, 8)
-    assert np.all(np.abs(arrays["actor"].astype(float)) <= 1.0)
+    assert [p["file"] for p in saved["policies"]] == ["tau10.npz", "bc.npz"]
+    assert [p["agent"] for p in saved["policies"]] == ["qam", "bc"]
+    assert arrays["taus"][0] == 10.0 and np.isnan(arrays["taus"][1])  # BC has no tau
+    assert arrays["actions"].shape == (2, 2, 8, 5 * ACT) and arrays["actions"].dtype == np.float16
     assert arrays["states"].shape == (2, OBS) and np.isnan(arrays["data_chunks"]).all()
-    assert arrays["seeds"].tolist() == [[3, 4]] * 2
-    assert (
-        arrays["success"].tolist() == [[0.5, 0.2]] * 2
-        and arrays["success_step"].tolist() == [40] * 2
-    )
-    # The actor samples are those of the agent's own act on the same states and noise.
-    run = load_run(runs[1])  # tau 0 sorts first: runs[1] is tau 0
-    obs = np.repeat(arrays["states"], 8, axis=0)
-    k_actor, _ = jax.random.split(jax.random.PRNGKey(0))
-    mine = np.asarray(run.agent.act(run.seed_state(1), obs, k_actor)).reshape(2, 8, d)
-    assert np.allclose(arrays["actor"][0, 1].astype(float), mine, atol=2e-3)
-    # Fresh actor and behaviour flows have different weights: different samples.
-    assert not np.allclose(arrays["actor"][0, 0], arrays["behaviour"][0, 0])
-
-
-def header_run(folder, tau, *, agent="qam", seeds=2):
-    """A run folder whose checkpoint holds only the header (enough for the input checks)."""
-    cfg = make_config(TASK, agent, tau=tau, num_seeds=seeds)
-    folder.mkdir(parents=True)
-    meta = {
-        "step": 0,
-        "phase": "offline",
-        "config": to_dict(cfg),
-        "obs_dim": OBS,
-        "action_dim": ACT,
-    }
-    ckpt.save(folder / CHECKPOINT, {}, meta)
-    return folder
+    assert arrays["state_indices"].tolist() == [-1, -1]
+    assert arrays["success"].tolist() == [0.5, 0.1] and arrays["success_step"].tolist() == [40] * 2
+    # The same samples as probe.sample on the stored states.
+    again = probe.sample([load_policy(p) for p in paths], arrays["states"], 8)
+    assert np.allclose(arrays["actions"].astype(np.float32), again, atol=1e-3)
 
 
 def test_probe_refuses_bad_inputs(tmp_path):
-    a = header_run(tmp_path / "a", 1.0)
-    b = header_run(tmp_path / "b", 1.0)
-    with pytest.raises(ValueError, match="same tau"):
-        probe.probe_runs([a, b], tmp_path / "p.npz", state_source="eval", num_states=1)
-    with pytest.raises(ValueError, match="accepted: data, eval"):
-        probe.probe_runs([a], tmp_path / "p.npz", state_source="grid")
+    a = policy_file(tmp_path, "a", 1.0)
+    with pytest.raises(ValueError, match="accepted: eval, data"):
+        probe.probe_policies([a], tmp_path / "p.npz", state_source="grid")
     with pytest.raises(ValueError, match="ending in .npz"):
-        probe.probe_runs([a], tmp_path / "p.json", state_source="eval")
-    c = header_run(tmp_path / "c", 3.0, agent="bc")
-    with pytest.raises(ValueError, match="accepted agents: qam"):
-        probe.probe_runs([a, c], tmp_path / "p.npz", state_source="eval", num_states=1)
-    d = header_run(tmp_path / "d", 3.0, seeds=1)
-    with pytest.raises(ValueError, match="one number of seeds"):
-        probe.probe_runs([a, d], tmp_path / "p.npz", state_source="eval", num_states=1)
-    with pytest.raises(ckpt.CheckpointError, match="no checkpoint.npz"):
-        probe.probe_runs([tmp_path], tmp_path / "p.npz", state_source="eval")
+        probe.probe_policies([a], tmp_path / "p.json")
+    with pytest.raises(ValueError, match="one or more"):
+        probe.probe_policies([], tmp_path / "p.npz")
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        probe.probe_policies([a], tmp_path / "p.npz", num_samples=1)
+    with pytest.raises(FileNotFoundError, match="accepted: a policy file"):
+        probe.probe_policies([tmp_path / "none.npz"], tmp_path / "p.npz")
+    with pytest.raises(ckpt.CheckpointError, match="not a qam-lite policy file"):
+        probe.probe_policies([tmp_path / "runs" / "a" / CHECKPOINT], tmp_path / "p.npz")
 
 
 def test_cli_verb_records_its_command(monkeypatch, capsys, tmp_path):
@@ -172,16 +160,17 @@ def test_cli_verb_records_its_command(monkeypatch, capsys, tmp_path):
     spells it; a bad input is one line with exit code 2."""
     seen = {}
 
-    def fake_probe_runs(run_dirs, out, **kw):
-        seen.update(kw, run_dirs=run_dirs)
-        return {"runs": [{"tau": 1.0, "success": [0.5, 0.25]}], "seconds": 2.0}
+    def fake_probe_policies(paths, out, **kw):
+        seen.update(kw, paths=paths)
+        record = {"file": "a.npz", "recorded": {"success_rate": 0.375}}
+        return {"policies": [record], "seconds": 2.0}
 
-    monkeypatch.setattr(probe, "probe_runs", fake_probe_runs)
-    assert cli.main(["probe", "a", "b", "--out", "p.npz", "--states", "eval"]) == 0
-    assert seen["command"] == "qam-lite probe a b --out p.npz --states eval"
-    assert seen["run_dirs"] == ["a", "b"] and seen["state_source"] == "eval"
-    assert "tau 1: 38 %" in capsys.readouterr().out
-    a = header_run(tmp_path / "a", 1.0)
+    monkeypatch.setattr(probe, "probe_policies", fake_probe_policies)
+    assert cli.main(["probe", "a", "b", "--out", "p.npz", "--states", "data"]) == 0
+    assert seen["command"] == "qam-lite probe a b --out p.npz --states data"
+    assert seen["paths"] == ["a", "b"] and seen["state_source"] == "data"
+    assert "a.npz: 38 %" in capsys.readouterr().out
+    a = policy_file(tmp_path, "a", 1.0)
     monkeypatch.undo()
     assert cli.main(["probe", str(a), "--out", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err

@@ -170,8 +170,9 @@ def load_policy(path: str | Path) -> Policy:
 
     path = Path(path)
     if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
         raise FileNotFoundError(
-            f"{path} does not exist; accepted: a policy file written by export_policy "
+            f"{path} {problem}; accepted: a policy file written by export_policy "
             "(the shipped ones are in results/policies/)"
         )
     meta = ckpt.read_meta(path)
